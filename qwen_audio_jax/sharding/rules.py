@@ -26,6 +26,7 @@ LOGICAL_AXIS_RULES = (
     ("vocab", "tensor"),
     ("positions", None),
     ("conv_width", None),
+    ("conv_in", None),  # input channels of conv2
     ("mel", None),
     ("norm", None),
 )
