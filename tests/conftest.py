@@ -1,17 +1,14 @@
 """Shared test fixtures and settings: fp32 reference numerics, the shipped speech clip."""
 
-import os
-import pathlib
-
 import jax
 import pytest
 
-jax.config.update("jax_default_matmul_precision", "highest")
+from qwen_audio_jax.assets import JFK_FLAC
 
-ASSETS = pathlib.Path(__file__).parent / "assets"
+jax.config.update("jax_default_matmul_precision", "highest")
 
 
 @pytest.fixture(scope="session")
 def jfk_path() -> str:
-  """11 s of real speech, 44.1 kHz stereo FLAC (shipped with the repo)."""
-  return str(ASSETS / "jfk.flac")
+  """11 s of real speech, 44.1 kHz stereo FLAC (shipped with the package)."""
+  return str(JFK_FLAC)
