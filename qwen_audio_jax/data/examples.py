@@ -1,0 +1,132 @@
+"""One record → token ids, loss mask and ≤30 s waveforms (decode, length policy, prompt, tokenise).
+
+Runs inside grain workers. Everything that makes a record unusable (undecodable or non-finite audio,
+too long under policy "error", too short for one audio token, too many tokens, unknown task/language)
+raises a `ValueError`/`OSError` subclass; the pipeline turns those into counted bad examples.
+Prompts come from `qwen_audio_jax.prompts` (hierarchical tags for Qwen-Audio), audio arithmetic from
+`audio.lengths` (through `audio.long_audio.ClipInfo`), tokenisation from `qwen_audio_jax.tokenizer`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import warnings
+
+import numpy as np
+
+from qwen_audio_jax.audio.load import load_audio
+from qwen_audio_jax.audio.long_audio import prepare_clip
+from qwen_audio_jax.data.records import describe
+from qwen_audio_jax.prompts import build_training_example, expand_audio, task_fields, task_tags
+from qwen_audio_jax.tokenizer import get_tokenizer
+
+QWEN2_AUDIO_SLOT = "<|audio_bos|><|AUDIO|><|audio_eos|>"
+DATA_ERRORS = (ValueError, OSError)  # AudioError, PromptError, SequenceTooLongError, ... are ValueErrors
+_TRAILING_TIME_TOKEN = re.compile(r"<\|\d{1,2}\.\d{2}\|>$")
+
+
+@dataclasses.dataclass
+class Encoded:
+  """A usable example: ids (prompt [+ answer + eod]) and the audio it refers to."""
+
+  ids: np.ndarray  # [T] int32
+  loss_mask: np.ndarray  # [T] int32, 1 where ids[t] is an answer token or the final eod
+  prompt_length: int  # ids[:prompt_length] is the prompt (audio span included)
+  waveforms: list[np.ndarray]  # one ≤30 s float32 16 kHz segment per audio slot used
+  encoder_frames: list[int]  # T per segment (lengths.py, via ClipInfo)
+  audio_seconds: float  # true duration of the decoded clip
+  truncated: bool  # policy "truncate" cut the clip
+
+
+class ExampleEncoder:
+  """Turns records into `Encoded` examples for one model family; picklable (tokenizer is lazy)."""
+
+  def __init__(self, *, family: str = "qwen-audio", vocab_path: str | None = None,
+               long_audio: str = "error", max_audios: int = 1, max_tokens: int | None = None):
+    self.family, self.vocab_path = family, vocab_path
+    self.long_audio, self.max_audios, self.max_tokens = long_audio, int(max_audios), max_tokens
+    self._tokenizer = None
+
+  @classmethod
+  def from_config(cls, config) -> "ExampleEncoder":
+    return cls(family=config.family, vocab_path=config.vocab_path, long_audio=config.long_audio,
+               max_audios=config.max_audios, max_tokens=max(int(b) for b in config.seq_buckets))
+
+  def __getstate__(self):
+    return {**self.__dict__, "_tokenizer": None}
+
+  @property
+  def tokenizer(self):
+    if self._tokenizer is None:
+      self._tokenizer = get_tokenizer(self.family, self.vocab_path)
+    return self._tokenizer
+
+  @property
+  def text_specials(self) -> set[str]:
+    """Specials parsed in prompt/answer text: task tags yes; eod, ChatML and audio markers never."""
+    tok = self.tokenizer
+    reserved = {tok.eod_id, tok.im_start_id, tok.im_end_id, tok.audio_start_id, tok.audio_end_id,
+                tok.audio_pad_id}
+    return {s for s, i in tok.special_tokens.items() if i not in reserved}
+
+  # --- audio -------------------------------------------------------------------------------
+  def audio(self, record: dict):
+    """Decoded, policy-checked segments and their ClipInfo."""
+    name = describe(record)
+    samples = load_audio(record["audio"])
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")  # "truncate" is counted in the metrics instead of warned
+      segments, info = prepare_clip(samples, policy=self.long_audio, source=name)
+    if len(segments) > self.max_audios:
+      raise ValueError(f"{name}: {info.duration_s:.1f} s audio needs {len(segments)} 30 s chunks but "
+                       f"max_audios={self.max_audios}")
+    return segments, info
+
+  # --- text --------------------------------------------------------------------------------
+  def prompt_text(self, record: dict) -> str:
+    """The tag prompt (Qwen-Audio) or the record's own prompt, without the audio part."""
+    if record.get("prompt"):
+      return record["prompt"]
+    if self.family != "qwen-audio":
+      raise ValueError(f"{describe(record)}: family {self.family!r} has no tag prompts; give the "
+                       "record a 'prompt'")
+    values = {"lang": record["lang"], "src": record["lang"], "tgt": record["text_lang"],
+              "question": record["question"]}
+    return task_tags(record["task"], **{k: values[k] for k in task_fields(record["task"])})
+
+  def prompt_ids(self, record: dict, audio_tokens: list[int]) -> list[int]:
+    """Audio span(s) expanded to n placeholders each, then the prompt."""
+    tok, prompt = self.tokenizer, self.prompt_text(record)
+    if self.family == "qwen-audio":
+      audio_ids = expand_audio("<audio>a</audio>" * len(audio_tokens), audio_tokens, tok)
+      return audio_ids + tok.encode(prompt, allowed_special=self.text_specials)
+    if "<|AUDIO|>" not in prompt:
+      prompt = QWEN2_AUDIO_SLOT * len(audio_tokens) + prompt
+    return expand_audio(prompt, audio_tokens, tok)
+
+  def answer_ids(self, record: dict, prompt: str) -> list[int]:
+    answer = record["text"]
+    forced = _TRAILING_TIME_TOKEN.search(prompt)
+    if forced and answer.startswith(forced.group(0)):
+      answer = answer[len(forced.group(0)):]  # SRWT prompts already force the first time token
+    return self.tokenizer.encode(answer, allowed_special=self.text_specials)
+
+  # --- whole examples ----------------------------------------------------------------------
+  def encode(self, record: dict, *, with_answer: bool = True) -> Encoded:
+    """Training example (prompt + answer + eod, masked) or, without answer, an eval prompt."""
+    segments, info = self.audio(record)
+    audio_tokens = [w.audio_tokens for w in info.windows]
+    prompt = self.prompt_ids(record, audio_tokens)
+    if with_answer:
+      example = build_training_example(prompt, self.answer_ids(record, self.prompt_text(record)),
+                                       self.tokenizer.eod_id, max_length=self.max_tokens)
+      ids, mask = example.ids, example.loss_mask
+    else:
+      if self.max_tokens is not None and len(prompt) > self.max_tokens:
+        raise ValueError(f"{describe(record)}: prompt of {len(prompt)} tokens > {self.max_tokens}")
+      ids, mask = np.asarray(prompt, np.int32), np.zeros(len(prompt), np.int32)
+    return Encoded(ids=ids, loss_mask=mask, prompt_length=len(prompt),
+                   waveforms=[np.asarray(s, np.float32) for s in segments],
+                   encoder_frames=[w.encoder_frames for w in info.windows],
+                   audio_seconds=float(info.duration_s), truncated=bool(info.truncated))

@@ -1,0 +1,123 @@
+"""jsonl manifests: Qwen-Audio's eval format and a general task format, both to records.
+
+Eval format (one object per line, as in Qwen-Audio's `eval_audio/*.jsonl`):
+  {"audio": "path.wav", "prompt": "<|startoftranscript|><|en|>...", "gt": "reference", "source": "..."}
+  The prompt is the text after `<audio>path</audio>`; the task is read off its tags (`infer_task`).
+General format (training or eval; built into a prompt by the prompt builders from its fields):
+  {"audio": "path.flac", "task": "asr", "lang": "en", "text": "...",            # required
+   "text_lang": "en", "question": "...", "id": "...", "source": "..."}          # optional
+  `answer` is accepted as an alias of `text` (AQA / classification manifests).
+Relative audio paths are resolved against the manifest's folder. A malformed line raises
+`ManifestError` naming the file, the line number and the cause.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+from qwen_audio_jax.data.records import RecordError, make_record
+
+# Output-instruction / task tags → task name, checked in this order (first match wins).
+_TASK_TAGS = (
+    ("<|timestamps|>", "srwt"), ("<|translate|>", "s2tt"), ("<|transcribe|>", "asr"),
+    ("<|question|>", "aqa"), ("<|caption", "aac"), ("<|scene|>", "asc"),
+    ("<|emotion_recognition|>", "ser"), ("<|vocal_classification|>", "vsc"),
+    ("<|note_analysis|>", "mna"),
+)
+_LANG_TAG_PREFIXES = ("<|startoftranscript|>", "<|startofanalysis|>")
+
+
+class ManifestError(ValueError):
+  """A jsonl manifest line that cannot be turned into a record."""
+
+
+def infer_task(prompt: str) -> str:
+  """Task name of a hierarchical-tag prompt ("" when no known tag is present)."""
+  for tag, task in _TASK_TAGS:
+    if tag in prompt:
+      return task
+  return ""
+
+
+def _audio_lang(prompt: str) -> str:
+  """The audio-language tag right after the transcription tag, e.g. 'en' ("" if absent)."""
+  for prefix in _LANG_TAG_PREFIXES:
+    if prompt.startswith(prefix):
+      rest = prompt[len(prefix):]
+      if rest.startswith("<|") and "|>" in rest:
+        return rest[2:rest.index("|>")]
+  return ""
+
+
+def _resolve(audio: str, folder: pathlib.Path) -> str:
+  if "://" in audio or os.path.isabs(audio):
+    return audio
+  return str(folder / audio)
+
+
+def _lines(path: pathlib.Path):
+  if not path.is_file():
+    raise ManifestError(f"{path}: manifest file not found")
+  with open(path, encoding="utf-8") as f:
+    for number, line in enumerate(f, start=1):
+      if line.strip():
+        try:
+          yield number, json.loads(line)
+        except json.JSONDecodeError as e:
+          raise ManifestError(f"{path}:{number}: invalid JSON ({e.msg})") from None
+
+
+def _require(obj, keys, where: str) -> None:
+  if not isinstance(obj, dict):
+    raise ManifestError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+  missing = [k for k in keys if k not in obj]
+  if missing:
+    raise ManifestError(f"{where}: missing field(s) {missing}")
+
+
+def read_eval_jsonl(path) -> list[dict]:
+  """Records of a Qwen-Audio eval jsonl ({"audio", "prompt", "gt", "source"})."""
+  path = pathlib.Path(path)
+  records = []
+  for number, obj in _lines(path):
+    where = f"{path}:{number}"
+    _require(obj, ("audio", "prompt", "gt"), where)
+    prompt = str(obj["prompt"])
+    lang = _audio_lang(prompt) or "unknown"
+    try:
+      records.append(make_record(
+          id=str(obj.get("id", number)), source=str(obj.get("source", path.stem)),
+          task=infer_task(prompt), audio=_resolve(str(obj["audio"]), path.parent), text=str(obj["gt"]),
+          lang=lang, prompt=prompt))
+    except RecordError as e:
+      raise ManifestError(f"{where}: {e}") from None
+  return records
+
+
+def read_task_jsonl(path) -> list[dict]:
+  """Records of a general task jsonl (see module docstring)."""
+  path = pathlib.Path(path)
+  records = []
+  for number, obj in _lines(path):
+    where = f"{path}:{number}"
+    _require(obj, ("audio", "task", "lang"), where)
+    if "text" not in obj and "answer" not in obj:
+      raise ManifestError(f"{where}: missing field 'text' (or its alias 'answer')")
+    try:
+      records.append(make_record(
+          id=str(obj.get("id", number)), source=str(obj.get("source", path.stem)),
+          task=str(obj["task"]).lower(), audio=_resolve(str(obj["audio"]), path.parent),
+          text=str(obj.get("text", obj.get("answer"))), lang=str(obj["lang"]),
+          text_lang=obj.get("text_lang"), question=str(obj.get("question", ""))))
+    except RecordError as e:
+      raise ManifestError(f"{where}: {e}") from None
+  return records
+
+
+def write_eval_jsonl(path, rows) -> None:
+  """Writes dicts with at least {"audio", "prompt", "gt", "source"} as jsonl (UTF-8, unescaped)."""
+  with open(path, "w", encoding="utf-8") as f:
+    for row in rows:
+      f.write(json.dumps(row, ensure_ascii=False) + "\n")
