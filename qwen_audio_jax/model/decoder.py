@@ -1,0 +1,116 @@
+"""Qwen-7B / Qwen2 decoder (spec §3): embed, scanned pre-RMSNorm blocks, final_norm, untied lm_head.
+
+Masks are causal + key padding with LEFT padding. Positions default to cumsum(attention_mask) - 1, so a
+row's logits do not depend on how much padding it has. (Qwen v1 code uses padded positions 0..S-1 for
+RoPE; RoPE is relative, so that is equivalent. Its logn scale, which is absolute, then depends on the
+padding; here it uses the true positions.)
+
+Dynamic NTK and logn (Qwen v1, inference only, spec §3.4): with `train=False` and cfg.dynamic_ntk, each
+row gets alpha from its true (unpadded) length at prefill, base' = base * alpha^(Dh / (Dh - 2)); with
+cfg.logn_attn, queries at positions p with p + 1 > seq_length are scaled by log(p + 1) / log(seq_length).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from qwen_audio_jax.model import rope
+from qwen_audio_jax.model.attention import DecoderAttention
+from qwen_audio_jax.model.config import ModelConfig
+from qwen_audio_jax.model.kv_cache import KVCache
+from qwen_audio_jax.model.layers import Linear, RMSNorm, constrain, embedding, remat, scan_layers
+
+
+class DecoderMlp(nn.Module):
+  """down(up(x) * silu(gate(x))); gate = v1 `w2`, up = v1 `w1` (no biases)."""
+
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x):
+    dcfg = self.cfg.decoder
+    gate = Linear(dcfg.mlp_dim, ("embed", "mlp"), self.cfg, use_bias=False, name="gate")(x)
+    up = Linear(dcfg.mlp_dim, ("embed", "mlp"), self.cfg, use_bias=False, name="up")(x)
+    return Linear(dcfg.d_model, ("mlp", "embed"), self.cfg, use_bias=False, name="down")(up * jax.nn.silu(gate))
+
+
+class DecoderLayer(nn.Module):
+  """One pre-norm block. Returns (x, updated layer kv or None) for nn.scan."""
+
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x, cos, sin, q_scale, mask, cache_index, layer_kv):
+    eps = self.cfg.decoder.rms_eps
+    x = constrain(x)
+    attn, new_kv = DecoderAttention(self.cfg, name="attn")(
+        RMSNorm(self.cfg, eps, name="ln_1")(x), cos, sin, q_scale, mask, cache_index, layer_kv)
+    x = x + attn
+    x = x + DecoderMlp(self.cfg, name="mlp")(RMSNorm(self.cfg, eps, name="ln_2")(x))
+    return constrain(x), new_kv
+
+
+class Decoder(nn.Module):
+  """Token embedding + LLM. `embed_tokens(ids)` then `__call__(embeddings, ...)` (splicing goes between)."""
+
+  cfg: ModelConfig
+
+  def setup(self):
+    dcfg = self.cfg.decoder
+    self.embed = embedding(self.cfg, dcfg.vocab_size, dcfg.d_model, ("vocab", "embed"))
+    broadcast = (nn.broadcast,) * 5
+    self.layers = scan_layers(remat(DecoderLayer, self.cfg.remat_policy), dcfg.n_layers,
+                              in_axes=broadcast + (0,))(self.cfg)
+    self.final_norm = RMSNorm(self.cfg, dcfg.rms_eps)
+    self.lm_head = Linear(dcfg.vocab_size, ("embed", "vocab"), self.cfg, use_bias=False, out_dtype=jnp.float32)
+
+  def embed_tokens(self, input_ids: jax.Array) -> jax.Array:
+    return self.embed(input_ids)
+
+  def __call__(self, x: jax.Array, attention_mask: jax.Array, positions: jax.Array | None = None,
+               cache: KVCache | None = None, train: bool = False) -> tuple[jax.Array, KVCache | None]:
+    """x [B, S, D] embeddings, attention_mask [B, S] (1 = token, 0 = left padding).
+
+    Returns fp32 logits [B, S, V] and the updated cache (None without a cache).
+    """
+    dcfg = self.cfg.decoder
+    b, s, _ = x.shape
+    mask = jnp.asarray(attention_mask).astype(jnp.int32)
+    if cache is None:
+      index = jnp.zeros((), jnp.int32)
+      kv_mask, prev_pos = mask, jnp.zeros((b,), jnp.int32)
+      kv = None
+    else:
+      index = cache.index
+      kv_mask = jax.lax.dynamic_update_slice(cache.kv_mask, mask, (0, index))
+      prev_pos = cache.next_pos
+      kv = (cache.k, cache.v)
+    if positions is None:
+      positions = jnp.maximum(prev_pos[:, None] + jnp.cumsum(mask, axis=1) - 1, 0)
+    positions = jnp.asarray(positions, jnp.int32)
+
+    alpha = jnp.ones((b,), jnp.float32)
+    if dcfg.dynamic_ntk and not train:
+      alpha = rope.ntk_alpha(jnp.sum(kv_mask, axis=1), dcfg.seq_length)
+      if cache is not None:  # alpha is fixed at prefill and reused by every later step
+        alpha = jnp.where(index == 0, alpha, cache.ntk_alpha)
+    cos, sin = rope.rope_tables(positions, rope.inv_frequencies(dcfg.head_dim, dcfg.rope_base, alpha))
+    if dcfg.logn_attn and not train:
+      q_scale = rope.logn_scale(positions, dcfg.seq_length)
+    else:
+      q_scale = jnp.ones((b, s), jnp.float32)
+
+    key_slots = jnp.arange(kv_mask.shape[1])
+    query_slots = index + jnp.arange(s)
+    attend = (key_slots[None, None, :] <= query_slots[None, :, None]) & (kv_mask[:, None, :] > 0)
+
+    x, new_kv = self.layers(x, cos, sin, q_scale, attend, index, kv)
+    logits = self.lm_head(self.final_norm(x))
+    logits = constrain(logits, ("activation_batch", "activation_length", "activation_vocab"))
+    new_cache = None
+    if cache is not None:
+      new_cache = KVCache(k=new_kv[0], v=new_kv[1], index=index + s, kv_mask=kv_mask,
+                          next_pos=prev_pos + jnp.sum(mask, axis=1), ntk_alpha=alpha)
+    return logits, new_cache

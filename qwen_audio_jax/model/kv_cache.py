@@ -1,0 +1,46 @@
+"""KV cache for jitted decoding: a fixed-size pytree, written in place with dynamic_update_slice.
+
+Layout: k/v stacked over layers [n_layers, B, S_max, n_kv_heads, head_dim] (the scan axis first, like
+the parameters), a shared write index (all rows advance together; left padding keeps prompts aligned),
+the per-slot key mask (0 for padding and unwritten slots), each row's next RoPE position, and the
+dynamic-NTK alpha per row, fixed at prefill as in the reference (spec §3.4).
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from qwen_audio_jax.model.config import ModelConfig
+
+
+@flax.struct.dataclass
+class KVCache:
+  k: jax.Array  # [L, B, S_max, KVH, Dh]
+  v: jax.Array  # [L, B, S_max, KVH, Dh]
+  index: jax.Array  # int32 scalar: slots written so far (the next write position)
+  kv_mask: jax.Array  # [B, S_max] int32: 1 where a real token was written
+  next_pos: jax.Array  # [B] int32: RoPE position of each row's next token (its true length so far)
+  ntk_alpha: jax.Array  # [B] float32: dynamic-NTK alpha chosen at prefill (1 when disabled)
+
+  @property
+  def max_length(self) -> int:
+    return self.k.shape[2]
+
+
+def init_cache(cfg: ModelConfig, batch_size: int, max_length: int, dtype=None) -> KVCache:
+  """An empty cache for `batch_size` rows and at most `max_length` tokens (prompt + generated)."""
+  dcfg = cfg.decoder
+  if dcfg is None:
+    raise ValueError(f"init_cache: family {cfg.family!r} has no decoder")
+  shape = (dcfg.n_layers, batch_size, max_length, dcfg.n_kv_heads, dcfg.head_dim)
+  dtype = jnp.dtype(dtype or cfg.dtype)
+  return KVCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype), index=jnp.zeros((), jnp.int32),
+                 kv_mask=jnp.zeros((batch_size, max_length), jnp.int32),
+                 next_pos=jnp.zeros((batch_size,), jnp.int32), ntk_alpha=jnp.ones((batch_size,), jnp.float32))
+
+
+def abstract_cache(cfg: ModelConfig, batch_size: int, max_length: int, dtype=None) -> KVCache:
+  """Shapes/dtypes of `init_cache` without allocating."""
+  return jax.eval_shape(lambda: init_cache(cfg, batch_size, max_length, dtype))

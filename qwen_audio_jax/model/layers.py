@@ -1,0 +1,132 @@
+"""Building blocks shared by both towers: the precision policy, dense/norm layers with logical axes.
+
+Precision policy (README "Precision policy"): parameters are stored in `cfg.param_dtype`; matmuls and
+activations run in `cfg.dtype` with `cfg.matmul_precision`; norms, softmax, logits and the loss are
+computed in float32. Every parameter carries logical axis names (see `sharding/rules.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from qwen_audio_jax.model.config import ModelConfig
+
+Initializer = Callable[..., jax.Array]
+# Names of the residual stream at block boundaries (both towers).
+ACTIVATION_AXES = ("activation_batch", "activation_length", "activation_embed")
+DEFAULT_INIT = nn.initializers.normal(stddev=0.02)
+
+_PRECISIONS = {"default": None, "high": jax.lax.Precision.HIGH, "highest": jax.lax.Precision.HIGHEST}
+
+
+def compute_dtype(cfg: ModelConfig) -> jnp.dtype:
+  return jnp.dtype(cfg.dtype)
+
+
+def param_dtype(cfg: ModelConfig) -> jnp.dtype:
+  return jnp.dtype(cfg.param_dtype)
+
+
+def matmul_precision(cfg: ModelConfig) -> jax.lax.Precision | None:
+  """`"default"` maps to None so that `jax_default_matmul_precision` still applies."""
+  if cfg.matmul_precision not in _PRECISIONS:
+    raise ValueError(f"ModelConfig.matmul_precision must be one of {sorted(_PRECISIONS)}, "
+                     f"got {cfg.matmul_precision!r}")
+  return _PRECISIONS[cfg.matmul_precision]
+
+
+def partitioned(init: Initializer, names: Sequence[str | None]) -> Initializer:
+  return nn.with_logical_partitioning(init, tuple(names))
+
+
+def constrain(x: jax.Array, names: Sequence[str | None] = ACTIVATION_AXES) -> jax.Array:
+  """Logical sharding constraint on an activation (a no-op without a mesh and rules)."""
+  return nn.with_logical_constraint(x, tuple(names))
+
+
+class Linear(nn.Module):
+  """y = x @ kernel (+ bias), kernel [in, out] with logical names `axes`.
+
+  `out_dtype` requests the accumulator type of the matmul (float32 logits from bf16 operands).
+  """
+
+  features: int
+  axes: tuple[str, str]
+  cfg: ModelConfig
+  use_bias: bool = True
+  out_dtype: Any = None
+  kernel_init: Initializer = DEFAULT_INIT
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", partitioned(self.kernel_init, self.axes), (x.shape[-1], self.features),
+                        param_dtype(self.cfg))
+    dtype = compute_dtype(self.cfg)
+    y = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype), (((x.ndim - 1,), (0,)), ((), ())),
+                            precision=matmul_precision(self.cfg), preferred_element_type=self.out_dtype)
+    if self.use_bias:
+      bias = self.param("bias", partitioned(nn.initializers.zeros_init(), self.axes[1:]), (self.features,),
+                        param_dtype(self.cfg))
+      y = y + bias.astype(y.dtype)
+    return y
+
+
+class LayerNorm(nn.Module):
+  """LayerNorm with scale and bias, computed in float32, returned in the compute dtype."""
+
+  cfg: ModelConfig
+  eps: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    d = x.shape[-1]
+    scale = self.param("scale", partitioned(nn.initializers.ones_init(), ("norm",)), (d,), param_dtype(self.cfg))
+    bias = self.param("bias", partitioned(nn.initializers.zeros_init(), ("norm",)), (d,), param_dtype(self.cfg))
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+    y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+    y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+    return y.astype(compute_dtype(self.cfg))
+
+
+class RMSNorm(nn.Module):
+  """RMSNorm (Qwen): x * rsqrt(mean(x^2) + eps) * scale, computed in float32."""
+
+  cfg: ModelConfig
+  eps: float = 1e-6
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    d = x.shape[-1]
+    scale = self.param("scale", partitioned(nn.initializers.ones_init(), ("norm",)), (d,), param_dtype(self.cfg))
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
+    return (y * scale.astype(jnp.float32)).astype(compute_dtype(self.cfg))
+
+
+def embedding(cfg: ModelConfig, num: int, features: int, axes: tuple[str, str], name: str | None = None) -> nn.Embed:
+  """A token table (param `embedding` [num, features]) returning rows in the compute dtype."""
+  return nn.Embed(num, features, dtype=compute_dtype(cfg), param_dtype=param_dtype(cfg),
+                  embedding_init=partitioned(DEFAULT_INIT, axes), name=name)
+
+
+def remat(block: type[nn.Module], policy: str) -> type[nn.Module]:
+  """Wraps a layer class in rematerialisation: "none" | "full" | "minimal" (matmuls without batch dims kept)."""
+  if policy == "none":
+    return block
+  if policy == "full":
+    return nn.remat(block, prevent_cse=False)
+  if policy == "minimal":
+    return nn.remat(block, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable, prevent_cse=False)
+  raise ValueError(f"ModelConfig.remat_policy must be 'none', 'full' or 'minimal', got {policy!r}")
+
+
+def scan_layers(block: type[nn.Module], n_layers: int, in_axes: tuple[Any, ...]) -> type[nn.Module]:
+  """Stacks `n_layers` copies of `block` with nn.scan (params get a leading "layers" axis)."""
+  return nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=in_axes,
+                 length=n_layers, metadata_params={nn.PARTITION_NAME: "layers"})
