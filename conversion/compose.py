@@ -1,0 +1,102 @@
+"""The paper's starting point: an untrained Qwen-Audio checkpoint from Whisper + Qwen-7B (spec §6).
+
+* audio_encoder: the Whisper encoder (openai .pt or transformers folder), with Qwen-Audio's avg-pool
+  (pool=True; Whisper's ln_post is re-used after the pool) and v1 padding ("crop").
+* decoder: Qwen-7B (its own naming) with the vocabulary grown to `vocab_size` (default 155947, Qwen-Audio's):
+  each new row of the embedding (and new column of lm_head) = mean of the existing rows (columns) plus
+  Gaussian noise with std 0.01 x the std of the existing entries — new tokens start as "average" tokens.
+* audio_projector: kernel ~ N(0, 0.02^2) (Qwen's initializer_range), bias 0.
+* audio_bos_eos: rows ~ N(0, 0.02^2).
+All random draws come from numpy's default_rng(seed), in the order above (vocab rows, then projector,
+then bos/eos). The LLM keeps Qwen-7B's own RMSNorm eps (Qwen-Audio's released config uses 1e-5); the
+Whisper text decoder and v1 buffers are dropped (listed in the record).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+
+import numpy as np
+
+from conversion import engine, record
+from conversion.convert import open_source, staging_dir
+from conversion.errors import ConversionError
+from conversion.maps import MAPS
+from qwen_audio_jax import checkpoint_io
+from qwen_audio_jax.model.config import DecoderConfig, ModelConfig
+
+INIT_STD = 0.02
+NOISE_REL = 0.01
+
+
+def composed_config(wcfg: ModelConfig, qcfg: ModelConfig, vocab_size: int, dtype: str) -> ModelConfig:
+  base = ModelConfig()  # Qwen-Audio's audio ids
+  cfg = ModelConfig(family="qwen-audio", encoder=dataclasses.replace(wcfg.encoder, pool=True, padding="crop"),
+                    decoder=dataclasses.replace(qcfg.decoder, vocab_size=vocab_size), audio_bos_eos=True,
+                    param_dtype=dtype)
+  top = max(base.audio_start_id, base.audio_end_id, base.audio_pad_id)
+  if vocab_size <= top:
+    raise ConversionError(f"--vocab_size={vocab_size} cannot hold the audio ids (largest {top})")
+  if vocab_size < qcfg.decoder.vocab_size:
+    raise ConversionError(f"--vocab_size={vocab_size} is smaller than Qwen's vocabulary {qcfg.decoder.vocab_size}")
+  return cfg
+
+
+def _grow_rows(table: np.ndarray, n_old: int, rng: np.random.Generator, chunk: int = 1 << 14) -> None:
+  """table[n_old:] = mean(table[:n_old]) + noise (in place; float64 statistics over row chunks)."""
+  total, sq = np.zeros(table.shape[1], np.float64), 0.0
+  for start in range(0, n_old, chunk):
+    block = np.asarray(table[start:min(start + chunk, n_old)], np.float64)
+    total += block.sum(0)
+    sq += float(np.square(block).sum())
+  mean = total / n_old
+  std = np.sqrt(max(sq / (n_old * table.shape[1]) - float(np.mean(mean ** 2)), 0.0))
+  new = mean + NOISE_REL * std * rng.standard_normal((table.shape[0] - n_old, table.shape[1]))
+  table[n_old:] = new.astype(table.dtype)
+
+
+def compose(whisper_path: str, qwen_path: str, output: str, dtype: str = "float32", seed: int = 0,
+            vocab_size: int | None = None, overwrite: bool = False, log=print) -> str:
+  if os.path.exists(output) and not overwrite:
+    raise ConversionError(f"--output={output} already exists (pass --overwrite to replace it)")
+  wflag = "openai-whisper" if os.path.isfile(whisper_path) else "hf-whisper"
+  wsrc, wcfg, wraw = open_source(wflag, whisper_path)
+  qsrc, qcfg, qraw = open_source("hf-qwen", qwen_path)
+  cfg = composed_config(wcfg, qcfg, vocab_size or DecoderConfig().vocab_size, dtype)
+  shapes = checkpoint_io.param_shapes(cfg)
+  wplan = engine.plan(wsrc, MAPS[wflag], cfg, shapes, wflag)
+  qplan = engine.plan(qsrc, MAPS["hf-qwen"], qcfg, checkpoint_io.param_shapes(qcfg), "hf-qwen")
+  staging = staging_dir(output)
+  try:
+    arrays = engine.allocate(shapes, engine.DTYPES[dtype], staging)
+    filled: set = set()
+    engine.fill(wplan, arrays, filled, log)
+    engine.fill(qplan, arrays, filled, log)
+    rng = np.random.default_rng(seed)
+    n_old = qcfg.decoder.vocab_size
+    _grow_rows(arrays["decoder/embed/embedding"], n_old, rng)
+    _grow_rows(arrays["decoder/lm_head/kernel"].T, n_old, rng)
+    d_enc, d_llm = cfg.encoder.d_model, cfg.decoder.d_model
+    arrays["audio_projector/kernel"][...] = (INIT_STD * rng.standard_normal((d_enc, d_llm))).astype(arrays[
+        "audio_projector/kernel"].dtype)
+    arrays["audio_projector/bias"][...] = 0
+    arrays["audio_bos_eos/embedding"][...] = (INIT_STD * rng.standard_normal((2, d_llm))).astype(arrays[
+        "audio_bos_eos/embedding"].dtype)
+    filled |= {("audio_projector/kernel", None), ("audio_projector/bias", None), ("audio_bos_eos/embedding", None)}
+    engine.check_filled(arrays, filled)
+    sources = [record.source_entry(wflag, wsrc, wraw, wplan), record.source_entry("hf-qwen", qsrc, qraw, qplan)]
+    for s in sources:  # compose keeps no side tensors
+      s["dropped"], s["carried"] = s.pop("carried"), {}
+    meta = record.base_record(sources, cfg.family, dtype)
+    meta["converter"] = "conversion/convert.py --source=compose"
+    meta["compose"] = {"seed": seed, "vocab_size": cfg.decoder.vocab_size, "qwen_vocab_size": n_old,
+                       "init": {"new_vocab_rows": f"mean of existing rows + N(0, ({NOISE_REL} * std)^2)",
+                                "audio_projector": f"kernel N(0, {INIT_STD}^2), bias 0",
+                                "audio_bos_eos": f"N(0, {INIT_STD}^2)"}}
+    checkpoint_io.save_model_checkpoint(output, cfg, checkpoint_io.unflatten(arrays), meta, overwrite=overwrite)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  log(f"wrote {output} (qwen-audio: encoder from {wflag}, LLM from hf-qwen, vocab {n_old} -> {cfg.decoder.vocab_size})")
+  return output

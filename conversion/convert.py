@@ -1,0 +1,123 @@
+"""PyTorch checkpoint -> project Orbax checkpoint.
+
+  python conversion/convert.py --source=hf-qwen2-audio --input=PATH --output=DIR [--dtype=bfloat16]
+  python conversion/convert.py --source=compose --whisper=large-v2.pt --qwen=Qwen-7B/ --output=DIR
+  add --verify to run conversion/verify.py against the input afterwards.
+
+Sources: openai-whisper (.pt with dims), hf-whisper, hf-qwen (Qwen-7B naming), hf-qwen-audio, hf-qwen2-audio;
+single or sharded safetensors / pytorch_model*.bin. Any problem -> one line on stderr, exit 2, no output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+
+if __package__ in (None, ""):  # run as a script: make `conversion` and `qwen_audio_jax` importable
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from conversion import engine, hf_configs, record  # noqa: E402
+from conversion.errors import ConversionError  # noqa: E402
+from conversion.maps import MAPS  # noqa: E402
+from conversion.readers import TensorSource  # noqa: E402
+from qwen_audio_jax import checkpoint_io  # noqa: E402
+
+
+def staging_dir(output: str) -> str:
+  """A scratch folder next to `output` (same filesystem) for the memory-mapped arrays."""
+  parent = os.path.dirname(os.path.abspath(output))
+  os.makedirs(parent, exist_ok=True)
+  return tempfile.mkdtemp(prefix=os.path.basename(os.path.abspath(output)) + ".staging-", dir=parent)
+
+
+def open_source(flag: str, path: str):
+  """(TensorSource, ModelConfig, raw config) after checking the flag against what the files look like."""
+  if flag not in hf_configs.SOURCES:
+    raise ConversionError(f"unknown --source={flag}; known: {', '.join(hf_configs.SOURCES + ('compose',))}")
+  if not os.path.exists(path):
+    raise ConversionError(f"--input={path}: no such file or directory")
+  hf_configs.check_source_flag(flag, path)  # config-level check before opening any weights
+  source = TensorSource(path)
+  hf_configs.check_source_flag(flag, path, source.dims)
+  cfg, raw = hf_configs.source_config(flag, path, source.dims)
+  return source, cfg, raw
+
+
+def convert(flag: str, path: str, output: str, dtype: str = "float32", overwrite: bool = False,
+            log=print) -> str:
+  """Converts one source checkpoint; returns the output directory."""
+  if os.path.exists(output) and not overwrite:
+    raise ConversionError(f"--output={output} already exists (pass --overwrite to replace it)")
+  source, cfg, raw = open_source(flag, path)
+  cfg = cfg.replace(param_dtype=dtype)
+  shapes = checkpoint_io.param_shapes(cfg)
+  plan = engine.plan(source, MAPS[flag], cfg, shapes, flag)
+  log(f"{flag}: {len(plan.matches)} tensors -> {len(shapes)} parameters ({cfg.family}), "
+      f"{len(plan.carried)} carried through")
+  staging = staging_dir(output)
+  try:
+    arrays = engine.allocate(shapes, engine.DTYPES[dtype], staging)
+    filled: set = set()
+    engine.fill(plan, arrays, filled, log)
+    engine.check_filled(arrays, filled)
+    entry = record.source_entry(flag, source, raw, plan)
+    meta = record.base_record([entry], cfg.family, dtype)
+
+    def extra(tmp):
+      record.write_carried(tmp, source, plan.carried, flag)
+      assets = record.copy_assets(tmp, path)
+      return {"source_assets": assets,
+              "tokenizer": {**meta["tokenizer"], "files": [a for a in assets if record.is_tokenizer_file(a)]}}
+
+    checkpoint_io.save_model_checkpoint(output, cfg, checkpoint_io.unflatten(arrays), meta, overwrite=overwrite,
+                                        write_extra=extra)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  log(f"wrote {output}")
+  return output
+
+
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--source", required=True, help=f"one of {', '.join(hf_configs.SOURCES)}, compose")
+  p.add_argument("--input", help="checkpoint file or folder (not for compose)")
+  p.add_argument("--output", required=True, help="output checkpoint directory (must not exist)")
+  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="stored parameter dtype")
+  p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+  p.add_argument("--whisper", help="compose: openai .pt file or transformers Whisper folder")
+  p.add_argument("--qwen", help="compose: Qwen-7B folder (its own naming)")
+  p.add_argument("--seed", type=int, default=0, help="compose: seed of the new projector/bos-eos/vocab rows")
+  p.add_argument("--vocab_size", type=int, default=None, help="compose: LLM vocabulary after adding audio rows")
+  p.add_argument("--verify", action="store_true", help="run conversion/verify.py against --input afterwards")
+  return p
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
+  try:
+    if args.source == "compose":
+      from conversion import compose  # pylint: disable=import-outside-toplevel
+      if not (args.whisper and args.qwen):
+        raise ConversionError("--source=compose needs --whisper=PATH and --qwen=PATH")
+      if args.verify:
+        raise ConversionError("--verify is not available for --source=compose (no single reference)")
+      compose.compose(args.whisper, args.qwen, args.output, args.dtype, args.seed, args.vocab_size,
+                      overwrite=args.overwrite)
+      return 0
+    if not args.input:
+      raise ConversionError("--input=PATH is required")
+    convert(args.source, args.input, args.output, args.dtype, args.overwrite)
+  except (ConversionError, checkpoint_io.CheckpointError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  if args.verify:
+    from conversion import verify  # pylint: disable=import-outside-toplevel
+    return verify.main([f"--checkpoint={args.output}", f"--reference={args.input}", f"--source={args.source}"])
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
