@@ -1,0 +1,32 @@
+"""Qwen-Audio(-Chat) LoRA fine-tuning: all base weights frozen; rank-8 adapters on the LLM's
+attention and MLP projections. At the end the adapters are exported as an HF-PEFT adapter
+(WORKDIR/lora_adapter: adapter_model.safetensors + adapter_config.json, Qwen-Audio hub names).
+Arg: `:qwen2` switches to Qwen2-Audio-7B (names `language_model.model.layers.N...`).
+"""
+
+from qwen_audio_jax.train import defaults
+
+
+def get_config(arg=None):
+  c = defaults.base_config()
+  if arg == "qwen2":
+    c.model = defaults.model_block("qwen2-audio-7b", dtype="bfloat16", remat_policy="full")
+    c.data.family, c.data.n_mels, c.lora.export_naming = "qwen2-audio", 128, "qwen2-audio"
+  else:
+    c.model = defaults.model_block("qwen-audio-7b", dtype="bfloat16", remat_policy="full")
+  c.lora.enabled = True
+  c.lora.rank = 8
+  c.lora.alpha = 16.0
+  c.lora.targets = (r"decoder/layers/attn/(q|k|v|o)", r"decoder/layers/mlp/(gate|up|down)")
+  c.train.freeze = (r".*",)  # base weights frozen; adapters always train
+  c.train.total_steps = 4000
+  c.train.batch_size = 64
+  c.optim.lr = 1e-4
+  c.optim.warmup_steps = 100
+  c.optim.weight_decay = 0.0
+  c.mesh.ici = (1, -1, 1)
+  c.mesh.dcn = (-1, 1, 1)
+  c.data.seq_buckets = (1024, 2048)
+  c.checkpoint.every_steps = 500
+  c.eval.every_steps = 500
+  return c

@@ -1,0 +1,33 @@
+"""Qwen-Audio stage 1 (multi-task pretraining): LLM frozen; audio encoder, projector and audio
+bos/eos trained (spec §6). Start from converted Whisper-large-v2 + Qwen-7B params:
+
+  python -m qwen_audio_jax.train --config=configs/qwen_audio_7b_pretrain.py \
+      --workdir=gs://BUCKET/runs/stage1 --config.train.init_params_dir=gs://BUCKET/init/qwen_audio_init
+
+Learning rates, batch sizes and step counts of the paper are not public (spec §6): values below are
+starting points. Data: replace the synthetic source with the corpora (see qwen_audio_jax/data).
+"""
+
+from qwen_audio_jax.train import defaults
+
+
+def get_config(arg=None):
+  del arg
+  c = defaults.base_config()
+  c.model = defaults.model_block("qwen-audio-7b", dtype="bfloat16", param_dtype="float32",
+                                 remat_policy="full")
+  c.train.freeze = (r"decoder/.*",)
+  c.train.total_steps = 100_000
+  c.train.batch_size = 512
+  c.train.grad_accum_steps = 1
+  c.optim.lr = 5e-5
+  c.optim.warmup_steps = 2000
+  c.optim.weight_decay = 0.05
+  c.mesh.ici = (1, -1, 1)  # FSDP over each slice
+  c.mesh.dcn = (-1, 1, 1)  # data parallel across slices
+  c.data.seq_buckets = (1024, 2048)
+  c.data.num_workers = 8
+  c.checkpoint.every_steps = 1000
+  c.eval.every_steps = 2000
+  c.log.every_steps = 10
+  return c

@@ -1,0 +1,94 @@
+"""LoRA adapters on Dense kernels, applied functionally: W' = W + (alpha / r) · A @ B.
+
+The adapter tree mirrors the parameter tree: kernel `.../q/kernel` [..., in, out] gets
+`.../q/lora_a` [..., in, r] and `.../q/lora_b` [..., r, out] (leading dims = the scanned layer axis).
+B starts at zero, so an untrained adapter leaves the model unchanged. `merge` folds the adapters into
+the base kernels (the same function the training forward uses).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Iterable, Mapping
+
+import jax
+import jax.numpy as jnp
+from flax import traverse_util
+from jax.sharding import PartitionSpec as P
+
+
+class LoraConfigError(ValueError):
+  """A LoRA target pattern is invalid, matches nothing, or matches a non-Dense kernel."""
+
+
+def scale(rank: int, alpha: float) -> float:
+  return float(alpha) / float(rank)
+
+
+def targets(params: Mapping, patterns: Iterable[str]) -> list[tuple]:
+  """Kernel paths matched (full match on the '/'-joined path of the kernel's module)."""
+  rx = [re.compile(p) for p in patterns]
+  flat = traverse_util.flatten_dict(dict(params))
+  hits = []
+  for path, leaf in flat.items():
+    if path[-1] != "kernel":
+      continue
+    module = "/".join(map(str, path[:-1]))
+    if any(r.fullmatch(module) for r in rx):
+      if leaf.ndim - (1 if "layers" in path else 0) != 2:
+        raise LoraConfigError(f"lora.targets: {module} has a kernel of shape {leaf.shape}; "
+                              "LoRA applies to Dense kernels only")
+      hits.append(path)
+  if not hits:
+    raise LoraConfigError(f"lora.targets {list(patterns)} match no Dense kernel "
+                          "(module paths look like 'decoder/layers/attn/q')")
+  return hits
+
+
+def init(rng, params: Mapping, patterns: Iterable[str], rank: int, dtype=jnp.float32) -> dict:
+  """A (PEFT default init: uniform ±1/sqrt(in)), B = 0."""
+  flat = traverse_util.flatten_dict(dict(params))
+  out = {}
+  paths = targets(params, patterns)
+  for key, path in zip(jax.random.split(rng, len(paths)), paths):
+    w = flat[path]
+    *lead, d_in, d_out = w.shape
+    bound = 1.0 / math.sqrt(d_in)
+    out[path[:-1] + ("lora_a",)] = jax.random.uniform(key, (*lead, d_in, rank), dtype, -bound, bound)
+    out[path[:-1] + ("lora_b",)] = jnp.zeros((*lead, rank, d_out), dtype)
+  return traverse_util.unflatten_dict(out)
+
+
+def logical_axes(lora: Mapping, param_logical: Mapping) -> dict:
+  """A: (..., in_name, None); B: (..., None, out_name), from the kernel's logical names."""
+  names = traverse_util.flatten_dict(dict(param_logical))
+  out = {}
+  for path in traverse_util.flatten_dict(dict(lora)):
+    k = tuple(names[path[:-1] + ("kernel",)])
+    out[path] = P(*k[:-1], None) if path[-1] == "lora_a" else P(*k[:-2], None, k[-1])
+  return traverse_util.unflatten_dict(out)
+
+
+def merge(params: Mapping, lora: Mapping, s: float) -> dict:
+  """Base params with every adapted kernel replaced by W + s · A @ B (in W's dtype)."""
+  if not lora:
+    return params
+  flat = traverse_util.flatten_dict(dict(params))
+  ad = traverse_util.flatten_dict(dict(lora))
+  for path in [p for p in ad if p[-1] == "lora_a"]:
+    a, b = ad[path], ad[path[:-1] + ("lora_b",)]
+    k = path[:-1] + ("kernel",)
+    w = flat[k]
+    delta = jnp.einsum("...ir,...ro->...io", a.astype(jnp.float32), b.astype(jnp.float32))
+    flat[k] = (w.astype(jnp.float32) + s * delta).astype(w.dtype)
+  return traverse_util.unflatten_dict(flat)
+
+
+def count(lora: Mapping) -> int:
+  return sum(math.prod(v.shape) for v in traverse_util.flatten_dict(dict(lora)).values())
+
+
+def describe(lora: Any) -> str:
+  mods = sorted({"/".join(map(str, p[:-1])) for p in traverse_util.flatten_dict(dict(lora))})
+  return f"{len(mods)} adapted modules, {count(lora):,} adapter params"
