@@ -24,6 +24,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from qwen_audio_jax import checkpoint_io
 from qwen_audio_jax.train.state import Plan
 
 
@@ -141,11 +142,20 @@ class Checkpoints:
 
 
 def restore_params_dir(path: str, plan: Plan) -> dict:
-  """Model params from an Orbax StandardSave of the params tree (layout of PARAMS.md, e.g. written by
-  the conversion tools), restored straight into the plan's shardings."""
+  """Model params to start from, restored straight into the plan's shardings and dtypes.
+
+  `path` is either a converted model checkpoint (`conversion/convert.py` output: `model_config.json`,
+  `metadata.json`, `params/`), whose stored shapes must equal the run's model, or a bare Orbax save of
+  the params tree (layout of the model's `init_params`).
+  """
+  path = os.path.abspath(path)
   target = abstract_with_shardings(plan.abstract["params"], plan.shardings["params"])
+  if os.path.exists(os.path.join(path, checkpoint_io.CONFIG_FILE)):
+    stored = checkpoint_io.stored_shapes(path)
+    checkpoint_io.check_shapes({p: s for p, (s, _) in stored.items()}, plan.fns.cfg, path)
+    path = os.path.join(path, checkpoint_io.PARAMS_DIR)
   with ocp.StandardCheckpointer() as ckptr:
-    return ckptr.restore(os.path.abspath(path), target)
+    return ckptr.restore(path, target)
 
 
 def gather_to_host(tree: Any) -> Any:
