@@ -52,7 +52,8 @@ def overwrite_tags(embeds: jax.Array, input_ids: jax.Array, tag_table: jax.Array
 def check_audio_placeholders(input_ids, audio_lengths, cfg: ModelConfig, mel_frames: int | None = None) -> None:
   """Raises AudioPlaceholderError (one line) when input_ids and the audios disagree. Host-side numpy.
 
-  audio_lengths: T per audio (encoder frames, `audio/lengths.py`), or None when no audio is given.
+  audio_lengths: T per audio (encoder frames, `audio/lengths.py`), or None when no audio is given. T = 0 marks
+  an absent slot (an empty batch row or an unused audio slot of the data pipeline): no features, no span.
   mel_frames: static mel length F of the audio batch; then every T must be in [0, (F - 1) // 2 + 1].
   Checks: total placeholders == total audio features; with `<audio>`..`</audio>` tags present (always for
   Qwen-Audio v1), one start and one end tag per audio and exactly n_i placeholders inside the i-th span.
@@ -64,6 +65,7 @@ def check_audio_placeholders(input_ids, audio_lengths, cfg: ModelConfig, mel_fra
     if lens.size and (lens.min() < 0 or lens.max() > t_max):
       raise AudioPlaceholderError(f"audio_lengths (encoder frames T) {lens.tolist()} must lie in [0, {t_max}] "
                                   f"for a {mel_frames}-frame mel window")
+  lens = lens[lens > 0]  # absent slots contribute nothing (splice_audio gives them 0 rows too)
   n_feat = np.asarray(features_per_audio(lens, cfg), np.int64)
   n_pad = int(np.sum(ids == cfg.audio_pad_id))
   n_start, n_end = int(np.sum(ids == cfg.audio_start_id)), int(np.sum(ids == cfg.audio_end_id))

@@ -31,6 +31,35 @@ class MelCropError(ValueError):
   """A clip is longer than the cropped mel window (train.mel_frames)."""
 
 
+class ConfigMismatchError(ValueError):
+  """The data config does not fit the model (tokenizer ids, vocabulary or mel bins)."""
+
+
+def check_data_matches_model(data_cfg, mcfg) -> None:
+  """data.family / data.vocab_path / data.n_mels must produce what the model reads (one-line error)."""
+  if mcfg.family not in ("qwen-audio", "qwen2-audio"):
+    return
+  from qwen_audio_jax.tokenizer import get_tokenizer  # pylint: disable=import-outside-toplevel
+  tok = get_tokenizer(data_cfg.family, data_cfg.vocab_path)
+  for name in ("audio_pad_id", "audio_start_id", "audio_end_id"):
+    if getattr(tok, name) != getattr(mcfg, name):
+      raise ConfigMismatchError(
+          f"config data.family={data_cfg.family!r} gives {name}={getattr(tok, name)} but the {mcfg.family} "
+          f"model uses {getattr(mcfg, name)}; set data.family={mcfg.family!r}")
+  if tok.vocab_size > mcfg.decoder.vocab_size:
+    raise ConfigMismatchError(f"config data.vocab_path: tokenizer has {tok.vocab_size} ids but the model's "
+                              f"vocab_size={mcfg.decoder.vocab_size} (larger ids would be clamped silently)")
+  if int(data_cfg.n_mels) != mcfg.encoder.n_mels:
+    raise ConfigMismatchError(f"config data.n_mels={data_cfg.n_mels} but the model's encoder takes "
+                              f"n_mels={mcfg.encoder.n_mels}")
+
+
+def check_host_batch(host: dict, mcfg) -> None:
+  """The model's placeholder/audio check on one host batch (numpy, before the jitted step)."""
+  if mcfg.family in ("qwen-audio", "qwen2-audio"):
+    check_audio_placeholders(host["input_ids"], host["audio_lengths"], mcfg, host["audio_mel"].shape[-1])
+
+
 def device_batch(host: dict, mel_frames: int) -> dict:
   """The arrays the step needs, with the mel window cropped."""
   out = {k: host[k] for k in MODEL_KEYS if k in host}
@@ -180,7 +209,8 @@ def train(cfg, workdir: str) -> dict[str, Any]:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       json.dump({"config": json.loads(cfg.to_json_best_effort()), "model": model_config.to_dict(mcfg)}, f, indent=1)
     print(f"mesh {mesh_lib.describe(mesh)}; {plan_summary(plan)}", flush=True)
-  from qwen_audio_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  from qwen_audio_jax.data import config as data_config, pipeline  # pylint: disable=import-outside-toplevel
+  check_data_matches_model(data_config.as_config(cfg.data), mcfg)
   data = pipeline.make_train_iterator(cfg.data, global_batch_size=int(cfg.train.batch_size),
                                       seed=int(cfg.train.data_seed))
   ckpt = checkpointing.Checkpoints(workdir, keep=int(cfg.checkpoint.keep), best_keep=int(cfg.checkpoint.best_keep),
@@ -216,8 +246,7 @@ def _loop(cfg, workdir, mcfg, plan, schedule, state, data, ckpt, stop):
   t_start = t_mark = time.time()
   while step < total:
     host = next(data)
-    if step == first and mcfg.family in ("qwen-audio", "qwen2-audio"):
-      check_audio_placeholders(host["input_ids"], host["audio_lengths"], mcfg)
+    check_host_batch(host, mcfg)  # every batch: inside jit a mismatch would splice silently
     batch = partition.host_to_global(device_batch(host, mel_frames), mesh)
     shapes = {k: v.shape for k, v in batch.items()}
     key = tuple(sorted(shapes.items()))
