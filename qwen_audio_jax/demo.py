@@ -38,7 +38,7 @@ def _summarise_ids(ids: list[int], tok) -> str:
 
 def run(audio_path: str, task: str, family: str, policy: str, n_mels: int) -> dict:
   """Processes one clip; returns the numbers it printed (used by tests)."""
-  mel, info = audio_lib.features_for_clip(audio_path, n_mels=n_mels, policy=policy)
+  mel, info = audio_lib.features_for_clip(audio_path, n_mels=n_mels, policy=policy, family=family)
   mel = np.asarray(mel)
   print(f"clip        {info.source}")
   print(f"  duration  {info.duration_s:.2f} s true, {info.processed_duration_s:.2f} s processed, "

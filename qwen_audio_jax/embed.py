@@ -58,7 +58,8 @@ def main(argv=None) -> int:
     cfg = cfg.replace(dtype=args.dtype)
     if cfg.family == "qwen":
       raise ValueError(f"{args.checkpoint}: a qwen (text-only) checkpoint has no audio encoder")
-    mel, info = features_for_clip(args.audio, n_mels=cfg.encoder.n_mels, policy=args.long_audio)
+    mel, info = features_for_clip(args.audio, n_mels=cfg.encoder.n_mels, policy=args.long_audio,
+                                  family=cfg.family)
     windows = embed_mel(cfg, params, np.asarray(mel), np.array([w.encoder_frames for w in info.windows]))
   except (checkpoint_io.CheckpointError, AudioError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)

@@ -147,3 +147,21 @@ def test_features_for_clip_array_needs_its_sample_rate():
   assert info.duration_s == pytest.approx(15.5)
   with pytest.raises(AudioError, match="31.00 s"):  # the true duration once the rate is stated
     features_for_clip(audio_8k, sample_rate=8000)
+
+
+@pytest.mark.parametrize("samples", [479, 480, 16000, 16001, 16159, 16321, 95_999, 479_841, 479_999, 480_000,
+                                     700_000])
+def test_audio_tokens_match_each_family_reference(samples):
+  """Qwen-Audio floors L/160 (process_audio); Qwen2-Audio takes transformers' processor count: the
+  feature extractor's attention mask sampled every 160th sample (a ceiling), then the conv/pool formula."""
+  from transformers import WhisperFeatureExtractor
+  fe = WhisperFeatureExtractor(feature_size=128)
+  mask = fe(np.zeros(min(samples, N_SAMPLES), np.float32), sampling_rate=SAMPLE_RATE, padding="max_length",
+            return_attention_mask=True, return_tensors="np")["attention_mask"]
+  ref_mel = int(mask.sum())
+  ref_tokens = (((ref_mel - 1) // 2 + 1) - 2) // 2 + 1  # processing_qwen2_audio.py
+  assert audio_tokens(samples, "qwen2-audio") == ref_tokens
+  capped = min(samples, N_SAMPLES)
+  assert audio_tokens(samples) == (((capped // 160 - 1) // 2 + 1) - 2) // 2 + 1  # spec §1.4
+  _, info = prepare_clip(np.zeros(capped, np.float32) + 0.01, policy="error", family="qwen2-audio")
+  assert info.windows[0].audio_tokens == ref_tokens

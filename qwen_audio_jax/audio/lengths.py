@@ -1,7 +1,11 @@
 """Audio-length arithmetic of spec §1.4, in exactly one place.
 
 samples → mel frames → encoder frames (after conv2, "T") → LLM audio tokens (after the avg-pool, "n").
-Every function works on Python ints, numpy arrays and jax arrays alike (integer floor division only).
+Every function works on Python ints, numpy arrays and jax arrays alike (integer division only).
+
+The one family difference is how samples become valid mel frames: Qwen-Audio's `process_audio` floors
+(L // 160); Qwen2-Audio's processor (transformers' WhisperFeatureExtractor attention mask taken every
+160th sample) rounds up, so e.g. 16 321 samples give 25 audio tokens for Qwen-Audio, 26 for Qwen2-Audio.
 """
 
 SAMPLE_RATE = 16000
@@ -14,11 +18,16 @@ MAX_ENCODER_FRAMES = N_FRAMES // 2  # 1500 (n_ctx)
 MAX_AUDIO_TOKENS = MAX_ENCODER_FRAMES // 2  # 750
 
 
-def mel_frames(num_samples):
-  """Valid mel frames of a clip, capped at the 30 s window (Qwen-Audio: floor(L / 160))."""
+CEIL_MEL_FAMILIES = ("qwen2-audio",)  # every other family floors (Qwen-Audio, Whisper)
+
+
+def mel_frames(num_samples, family: str = "qwen-audio"):
+  """Valid mel frames of a clip, capped at the 30 s window: floor(L / 160), ceil for Qwen2-Audio."""
   capped = num_samples if not hasattr(num_samples, "clip") else num_samples.clip(max=N_SAMPLES)
   if isinstance(capped, int):
     capped = min(capped, N_SAMPLES)
+  if family in CEIL_MEL_FAMILIES:
+    return (capped + HOP_LENGTH - 1) // HOP_LENGTH
   return capped // HOP_LENGTH
 
 
@@ -32,11 +41,11 @@ def pooled_frames(n_encoder_frames):
   return (n_encoder_frames - 2) // 2 + 1
 
 
-def audio_tokens(num_samples):
+def audio_tokens(num_samples, family: str = "qwen-audio"):
   """LLM audio tokens of a clip (without the audio bos/eos)."""
-  return pooled_frames(encoder_frames(mel_frames(num_samples)))
+  return pooled_frames(encoder_frames(mel_frames(num_samples, family)))
 
 
-def audio_span(num_samples):
-  """Qwen-Audio span: `<audio>` + n placeholders + `</audio>`."""
-  return audio_tokens(num_samples) + 2
+def audio_span(num_samples, family: str = "qwen-audio"):
+  """Audio span in the LLM sequence: bos (`<audio>` / `<|audio_bos|>`) + n placeholders + eos."""
+  return audio_tokens(num_samples, family) + 2

@@ -70,18 +70,19 @@ class ClipInfo:
     return record
 
 
-def _window(start: int, n_samples: int) -> ClipWindow:
-  mel = lengths.mel_frames(n_samples)
+def _window(start: int, n_samples: int, family: str) -> ClipWindow:
+  mel = lengths.mel_frames(n_samples, family)
   return ClipWindow(offset_s=start / SAMPLE_RATE, n_samples=n_samples, mel_frames=mel,
                     encoder_frames=lengths.encoder_frames(mel),
-                    audio_tokens=lengths.audio_tokens(n_samples))
+                    audio_tokens=lengths.audio_tokens(n_samples, family))
 
 
-def prepare_clip(audio: np.ndarray, policy: Policy = "error",
-                 source: str = "<array>") -> tuple[list[np.ndarray], ClipInfo]:
+def prepare_clip(audio: np.ndarray, policy: Policy = "error", source: str = "<array>",
+                 family: str = "qwen-audio") -> tuple[list[np.ndarray], ClipInfo]:
   """Splits 16 kHz mono audio into ≤30 s segments under `policy`; returns (segments, info).
 
-  Segments are unpadded views of `audio`; `log_mel_spectrogram` pads each to 30 s.
+  Segments are unpadded views of `audio`; `log_mel_spectrogram` pads each to 30 s. `family` selects the
+  model family's mel-frame rounding for the per-window token arithmetic (see `lengths.mel_frames`).
   """
   if policy not in POLICIES:
     raise ValueError(f"unknown long-audio policy {policy!r}; use one of {POLICIES}")
@@ -100,12 +101,12 @@ def prepare_clip(audio: np.ndarray, policy: Policy = "error",
   segments = [audio[s:min(s + N_SAMPLES, stop)] for s in starts]
   info = ClipInfo(source=source, duration_s=duration, n_samples=total, policy=policy,
                   truncated=too_long and policy == "truncate",
-                  windows=tuple(_window(s, seg.shape[0]) for s, seg in zip(starts, segments)))
+                  windows=tuple(_window(s, seg.shape[0], family) for s, seg in zip(starts, segments)))
   return segments, info
 
 
 def features_for_clip(clip, n_mels: int = 80, policy: Policy = "error",
-                      sample_rate: int | None = None):
+                      sample_rate: int | None = None, family: str = "qwen-audio"):
   """Path/bytes/file or array -> (log-mel [k, n_mels, 3000] float32 jax array, ClipInfo).
 
   Arrays must state their `sample_rate` (resampled to 16 kHz if needed): a missing rate is an error,
@@ -118,6 +119,6 @@ def features_for_clip(clip, n_mels: int = 80, policy: Policy = "error",
     audio = resample(check_waveform(clip, name), int(sample_rate))
   else:
     audio = load_audio(clip)
-  segments, info = prepare_clip(audio, policy=policy, source=name)
+  segments, info = prepare_clip(audio, policy=policy, source=name, family=family)
   batch = np.stack([pad_or_trim(seg, N_SAMPLES) for seg in segments])
   return log_mel_spectrogram(batch, n_mels=n_mels), info

@@ -77,7 +77,7 @@ class ExampleEncoder:
     samples = load_audio(record["audio"])
     with warnings.catch_warnings():
       warnings.simplefilter("ignore")  # "truncate" is counted in the metrics instead of warned
-      segments, info = prepare_clip(samples, policy=self.long_audio, source=name)
+      segments, info = prepare_clip(samples, policy=self.long_audio, source=name, family=self.family)
     if len(segments) > self.max_audios:
       raise ValueError(f"{name}: {info.duration_s:.1f} s audio needs {len(segments)} 30 s chunks but "
                        f"max_audios={self.max_audios}")
