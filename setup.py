@@ -32,7 +32,7 @@ CONVERT = [
     "torch>=2.6,<2.14",  # CPU build; only to read/write PyTorch checkpoints
     "transformers>=5.10.4,<5.24",
 ]
-TEST = ["pytest>=8,<10", "hypothesis>=6.100,<7"] + CONVERT
+TEST = ["pytest>=8,<10", "hypothesis>=6.100,<7", "peft>=0.18,<0.22"] + CONVERT  # peft: adapter-export check
 
 setup(
     name="qwen-audio-jax",

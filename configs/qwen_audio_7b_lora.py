@@ -1,7 +1,7 @@
 """Qwen-Audio(-Chat) LoRA fine-tuning: all base weights frozen; rank-8 adapters on the LLM's
 attention and MLP projections. At the end the adapters are exported as an HF-PEFT adapter
 (WORKDIR/lora_adapter: adapter_model.safetensors + adapter_config.json, Qwen-Audio hub names).
-Arg: `:qwen2` switches to Qwen2-Audio-7B (names `language_model.model.layers.N...`).
+Arg: `:qwen2` switches to Qwen2-Audio-7B (transformers module names `model.language_model.layers.N...`).
 """
 
 from qwen_audio_jax.train import defaults

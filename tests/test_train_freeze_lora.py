@@ -212,9 +212,7 @@ def test_peft_export_qwen2_audio_names_shapes_and_values(run):
       continue
     seen.add(name)
     assert re.fullmatch(config["target_modules"], name), name
-    hub_to_v5 = (name.replace("language_model.model.", "model.language_model.")
-                 .replace("audio_tower.", "model.audio_tower."))
-    weight = modules[hub_to_v5].weight
+    weight = modules[name].weight  # the transformers module PEFT adapts
     delta = _peft_delta(tensors, config, name)
     assert tuple(delta.shape) == tuple(weight.shape), name
   assert len(seen) == 2 * 6 + 2  # q,k,v,o,gate,down per decoder layer + query per encoder layer
@@ -222,7 +220,7 @@ def test_peft_export_qwen2_audio_names_shapes_and_values(run):
   s = ALPHA / RANK
   a, b = lora["decoder/layers/attn/q/lora_a"][1], lora["decoder/layers/attn/q/lora_b"][1]
   ours = base["decoder/layers/attn/q/kernel"][1] + s * a @ b
-  delta = _peft_delta(tensors, config, "language_model.model.layers.1.self_attn.q_proj")
+  delta = _peft_delta(tensors, config, "model.language_model.layers.1.self_attn.q_proj")
   np.testing.assert_allclose(base["decoder/layers/attn/q/kernel"][1].T + delta, ours.T, atol=1e-6)
 
 

@@ -1,7 +1,9 @@
 """LoRA adapters → an HF-PEFT adapter directory (adapter_model.safetensors + adapter_config.json).
 
 Module names follow the hub checkpoints: Qwen-Audio v1 (`transformer.h.N.attn.c_attn`, ...) or
-Qwen2-Audio (`language_model.model.layers.N.self_attn.q_proj`, ...). Keys are
+Qwen2-Audio as transformers 5.x names its modules (`model.language_model.layers.N.self_attn.q_proj`,
+...; the hub checkpoint's `language_model.model.layers...` names are what the weights load from, not
+what PEFT adapts). Keys are
 `base_model.model.<module>.lora_A.weight` [r, in] and `...lora_B.weight` [out, r] (PyTorch layout);
 PEFT adds (lora_alpha / r) · B @ A to the module's weight [out, in].
 Qwen-Audio v1 fuses q/k/v into `c_attn` (rows q|k|v): the q/k/v adapters become one adapter of rank
@@ -34,16 +36,16 @@ _V1 = {
     "audio_projector": "transformer.audio.proj",
 }
 _V1_FUSED = ("decoder/layers/attn/q", "decoder/layers/attn/k", "decoder/layers/attn/v")
-_QWEN2 = {
-    **{f"decoder/layers/attn/{a}": f"language_model.model.layers.{{i}}.self_attn.{a}_proj" for a in "qkvo"},
-    **{f"decoder/layers/mlp/{m}": f"language_model.model.layers.{{i}}.mlp.{m}_proj"
+_QWEN2 = {  # module names of transformers 5.x Qwen2AudioForConditionalGeneration (what PEFT adapts)
+    **{f"decoder/layers/attn/{a}": f"model.language_model.layers.{{i}}.self_attn.{a}_proj" for a in "qkvo"},
+    **{f"decoder/layers/mlp/{m}": f"model.language_model.layers.{{i}}.mlp.{m}_proj"
        for m in ("gate", "up", "down")},
-    "decoder/lm_head": "language_model.lm_head",
-    **{f"audio_encoder/layers/attn/{a}": f"audio_tower.layers.{{i}}.self_attn.{b}_proj"
+    "decoder/lm_head": "lm_head",
+    **{f"audio_encoder/layers/attn/{a}": f"model.audio_tower.layers.{{i}}.self_attn.{b}_proj"
        for a, b in (("query", "q"), ("key", "k"), ("value", "v"), ("out", "out"))},
-    "audio_encoder/layers/mlp/fc1": "audio_tower.layers.{i}.fc1",
-    "audio_encoder/layers/mlp/fc2": "audio_tower.layers.{i}.fc2",
-    "audio_projector": "multi_modal_projector.linear",
+    "audio_encoder/layers/mlp/fc1": "model.audio_tower.layers.{i}.fc1",
+    "audio_encoder/layers/mlp/fc2": "model.audio_tower.layers.{i}.fc2",
+    "audio_projector": "model.multi_modal_projector.linear",
 }
 NAMINGS = ("qwen-audio", "qwen2-audio")
 
