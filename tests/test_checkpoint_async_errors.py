@@ -51,3 +51,21 @@ def test_latest_n_and_best_k_are_separate(tmp_path):
   best = ckpt.restore_best_params(target)
   np.testing.assert_array_equal(np.asarray(best["params"]["w"]), 2.0)
   ckpt.close()
+
+
+def test_training_error_is_not_hidden_by_a_failing_save(tmp_path, monkeypatch):
+  import os
+  import runpy
+  from qwen_audio_jax.train import loop
+  tiny = runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "configs", "tiny_synthetic.py"))
+
+  def crash(*args, **kwargs):
+    raise RuntimeError("injected: training step failed")
+
+  def failing_close(self):
+    raise OSError("injected: checkpoint close failed too")
+
+  monkeypatch.setattr(loop, "_loop", crash)
+  monkeypatch.setattr(checkpointing.Checkpoints, "close", failing_close)
+  with pytest.raises(RuntimeError, match="training step failed"):
+    loop.train(tiny["get_config"]("1"), str(tmp_path))

@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 
 from qwen_audio_jax.audio import lengths as audio_lengths
 from qwen_audio_jax.model import config as model_config
@@ -44,8 +45,8 @@ def check_data_matches_model(data_cfg, mcfg) -> None:
   for name in ("audio_pad_id", "audio_start_id", "audio_end_id"):
     if getattr(tok, name) != getattr(mcfg, name):
       raise ConfigMismatchError(
-          f"config data.family={data_cfg.family!r} gives {name}={getattr(tok, name)} but the {mcfg.family} "
-          f"model uses {getattr(mcfg, name)}; set data.family={mcfg.family!r}")
+          f"config data.family={data_cfg.family!r} tokenizer gives {name}={getattr(tok, name)} but the model "
+          f"config has {name}={getattr(mcfg, name)}; the data family and the model's audio ids must agree")
   if tok.vocab_size > mcfg.decoder.vocab_size:
     raise ConfigMismatchError(f"config data.vocab_path: tokenizer has {tok.vocab_size} ids but the model's "
                               f"vocab_size={mcfg.decoder.vocab_size} (larger ids would be clamped silently)")
@@ -219,10 +220,17 @@ def train(cfg, workdir: str) -> dict[str, Any]:
   try:
     state = _restore_or_init(cfg, plan, ckpt, data, main)
     state, summary = _loop(cfg, workdir, mcfg, plan, schedule, state, data, ckpt, stop)
-  finally:
+  except BaseException:
     stop.restore()
     data.close()
-    ckpt.close()  # waits for async saves; raises if one failed
+    try:  # a failing save must not hide the error that stopped training
+      ckpt.close()
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      logging.error("checkpoint save also failed: %s", e)
+    raise
+  stop.restore()
+  data.close()
+  ckpt.close()  # waits for async saves; raises if one failed
   if plan.use_lora:
     lora = checkpointing.gather_to_host(state["lora"])
     if main:
