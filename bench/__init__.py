@@ -1,0 +1,1 @@
+"""Same-run speed and memory ratios against the reference implementations (not tests; see README.md)."""
