@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import json
 import os
 import re
 import shutil
+import struct
 
+import ml_dtypes
 import numpy as np
-from safetensors.numpy import save_file
 
 from conversion.readers import INDEX_FILES, TensorSource
 from qwen_audio_jax import checkpoint_io
@@ -58,10 +60,37 @@ def base_record(sources: list[dict], family: str, dtype: str) -> dict:
   }
 
 
+_SAFETENSORS_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
+                       "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL"}
+
+
 def write_carried(directory: str, source: TensorSource, names: list[str], flag: str) -> None:
-  if names:
-    tensors = {n: np.ascontiguousarray(source.read(n)) for n in names}
-    save_file(tensors, os.path.join(directory, checkpoint_io.CARRIED_FILE), metadata={"format": "pt", "source": flag})
+  """Writes the tensors the JAX model does not use to carried.safetensors, one tensor in memory at a time
+  (the header is built from the source's shapes and dtypes, then each tensor's bytes are appended)."""
+  if not names:
+    return
+  header, offset = {"__metadata__": {"format": "pt", "source": flag}}, 0
+  for n in names:
+    info = source.infos[n]
+    nbytes = int(np.prod(info.shape, dtype=np.int64)) * np.dtype(_numpy_dtype(info.dtype)).itemsize
+    header[n] = {"dtype": _SAFETENSORS_DTYPES[info.dtype], "shape": list(info.shape),
+                 "data_offsets": [offset, offset + nbytes]}
+    offset += nbytes
+  blob = json.dumps(header, separators=(",", ":")).encode()
+  blob += b" " * (-len(blob) % 8)
+  with open(os.path.join(directory, checkpoint_io.CARRIED_FILE), "wb") as f:
+    f.write(struct.pack("<Q", len(blob)) + blob)
+    for n in names:
+      array = np.ascontiguousarray(source.read(n))
+      if array.dtype != _numpy_dtype(source.infos[n].dtype) or array.shape != tuple(source.infos[n].shape):
+        raise ValueError(f"{source.path}: tensor {n} read as {array.dtype}{list(array.shape)}, "
+                         f"header says {source.infos[n].dtype}{list(source.infos[n].shape)}")
+      f.write(array.reshape(-1).view(np.uint8).data)  # no copy of the tensor's bytes
+      del array
+
+
+def _numpy_dtype(name: str) -> np.dtype:
+  return np.dtype(ml_dtypes.bfloat16) if name == "bfloat16" else np.dtype(name)
 
 
 def is_tokenizer_file(name: str) -> bool:
