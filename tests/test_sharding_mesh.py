@@ -110,7 +110,8 @@ def _worker(out_path):
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
   out = tmp_path_factory.mktemp("mesh") / "report.json"
-  env = dict(os.environ, JAX_NUM_CPU_DEVICES="8", JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0")
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
   proc = subprocess.run([sys.executable, __file__, str(out)], env=env, capture_output=True, text=True,
                         timeout=600)
   assert proc.returncode == 0, proc.stderr[-4000:]
