@@ -191,3 +191,21 @@ def test_loss_fn_masked_mean():
   assert int(count) == 5
   assert abs(float(loss) - nll[mask == 1].mean()) <= 1e-6
   assert float(loss_fn(logits, targets, np.zeros_like(mask))[0]) == 0.0
+
+
+def test_decoder_output_modes_agree():
+  """"last_logits" is the last column of "logits"; "hidden" + project gives the same logits."""
+  cfg = tiny("tiny-qwen")
+  params = random_params(cfg, 11)
+  ids = jnp.asarray(np.random.default_rng(0).integers(0, 400, size=(2, 7)), jnp.int32)
+  mask = jnp.asarray([[0, 0, 1, 1, 1, 1, 1], [1] * 7], jnp.int32)
+  model = Model(cfg)
+  full = model.apply({"params": params}, ids, mask)
+  last = model.apply({"params": params}, ids, mask, output="last_logits")
+  hidden = model.apply({"params": params}, ids, mask, output="hidden")
+  projected = model.apply({"params": params}, hidden, method=Model.project)
+  assert last.shape == (2, 512) and hidden.shape == (2, 7, cfg.decoder.d_model)
+  np.testing.assert_allclose(last, full[:, -1], rtol=0, atol=1e-6)
+  np.testing.assert_allclose(projected, full, rtol=0, atol=1e-6)
+  with pytest.raises(ValueError, match="output must be one of"):
+    model.apply({"params": params}, ids, mask, output="probs")

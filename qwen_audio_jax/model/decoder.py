@@ -22,6 +22,8 @@ from qwen_audio_jax.model.config import ModelConfig
 from qwen_audio_jax.model.kv_cache import KVCache
 from qwen_audio_jax.model.layers import Linear, RMSNorm, constrain, embedding, remat, scan_layers
 
+OUTPUTS = ("logits", "last_logits", "hidden")
+
 
 class DecoderMlp(nn.Module):
   """down(up(x) * silu(gate(x))); gate = v1 `w2`, up = v1 `w1` (no biases)."""
@@ -69,12 +71,22 @@ class Decoder(nn.Module):
   def embed_tokens(self, input_ids: jax.Array) -> jax.Array:
     return self.embed(input_ids)
 
+  def project(self, h: jax.Array) -> jax.Array:
+    """Final-normed hidden states [..., D] -> fp32 logits [..., V] (the lm_head alone)."""
+    return self.lm_head(h)
+
   def __call__(self, x: jax.Array, attention_mask: jax.Array, positions: jax.Array | None = None,
-               cache: KVCache | None = None, train: bool = False) -> tuple[jax.Array, KVCache | None]:
+               cache: KVCache | None = None, train: bool = False,
+               output: str = "logits") -> tuple[jax.Array, KVCache | None]:
     """x [B, S, D] embeddings, attention_mask [B, S] (1 = token, 0 = left padding).
 
-    Returns fp32 logits [B, S, V] and the updated cache (None without a cache).
+    output: "logits" -> fp32 logits [B, S, V]; "last_logits" -> fp32 logits of the last column [B, V]
+    (generation: the lm_head runs on one position per row); "hidden" -> final-normed hidden states
+    [B, S, D] for a caller that applies `project` only where it needs logits.
+    Returns (that output, the updated cache or None without a cache).
     """
+    if output not in OUTPUTS:
+      raise ValueError(f"Decoder output must be one of {OUTPUTS}, got {output!r}")
     dcfg = self.cfg.decoder
     b, s, _ = x.shape
     mask = jnp.asarray(attention_mask).astype(jnp.int32)
@@ -107,10 +119,15 @@ class Decoder(nn.Module):
     attend = (key_slots[None, None, :] <= query_slots[None, :, None]) & (kv_mask[:, None, :] > 0)
 
     x, new_kv = self.layers(x, cos, sin, q_scale, attend, index, kv)
-    logits = self.lm_head(self.final_norm(x))
-    logits = constrain(logits, ("activation_batch", "activation_length", "activation_vocab"))
+    h = self.final_norm(x)
+    if output == "hidden":
+      out = h
+    elif output == "last_logits":
+      out = self.lm_head(h[:, -1])
+    else:
+      out = constrain(self.lm_head(h), ("activation_batch", "activation_length", "activation_vocab"))
     new_cache = None
     if cache is not None:
       new_cache = KVCache(k=new_kv[0], v=new_kv[1], index=index + s, kv_mask=kv_mask,
                           next_pos=prev_pos + jnp.sum(mask, axis=1), ntk_alpha=alpha)
-    return logits, new_cache
+    return out, new_cache

@@ -17,7 +17,9 @@ Inputs of `Model.__call__`:
 * positions [B, S] | None: RoPE positions; default cumsum(attention_mask) - 1 (continuing from the cache).
 * cache: a `KVCache` (see kv_cache.py) for prefill / one-token decode steps, or None.
 * train: disables Qwen v1's dynamic NTK and logn (training mode of the reference).
-Returns float32 logits [B, S, V], or (logits, new_cache) when a cache is given.
+* output: "logits" (fp32 [B, S, V]), "last_logits" (fp32 [B, V], the last column only) or "hidden"
+  (final-normed hidden states [B, S, D]; `Model.project` turns them into logits where needed).
+Returns that output, or (output, new_cache) when a cache is given.
 
 Outside jit (concrete inputs) the call first runs `check_audio_placeholders`, which raises one clear
 line when input_ids and the audio inputs disagree; `forward` is the jitted public entry point that runs
@@ -89,7 +91,7 @@ class Model(nn.Module):
     return x
 
   def __call__(self, input_ids, attention_mask=None, audio_mel=None, audio_lengths=None, positions=None,
-               cache: KVCache | None = None, train: bool = False):
+               cache: KVCache | None = None, train: bool = False, output: str = "logits"):
     cfg = self.cfg
     if cfg.family == "whisper":
       raise ValueError("Model: family 'whisper' has no decoder; call encode_audio(mel, lengths)")
@@ -113,8 +115,12 @@ class Model(nn.Module):
       h = splice_audio(h, input_ids, features, features_per_audio(lengths, cfg), cfg.audio_pad_id)
       if cfg.audio_bos_eos:
         h = overwrite_tags(h, input_ids, self.audio_bos_eos.embedding, cfg.audio_start_id, cfg.audio_end_id)
-    logits, new_cache = self.decoder(h, attention_mask, positions, cache, train)
-    return logits if cache is None else (logits, new_cache)
+    out, new_cache = self.decoder(h, attention_mask, positions, cache, train, output)
+    return out if cache is None else (out, new_cache)
+
+  def project(self, h: jax.Array) -> jax.Array:
+    """Final-normed decoder hidden states -> fp32 logits (use with output="hidden")."""
+    return self.decoder.project(h)
 
   def init_all(self, mel: jax.Array | None, input_ids: jax.Array | None):
     """Touches every submodule once (used by `params.init_params`)."""
