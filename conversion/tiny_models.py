@@ -19,13 +19,16 @@ D, HEADS, LAYERS, FFN = 64, 4, 2, 256  # audio encoder
 N_CTX = 1500  # full 30 s window, like the real models
 
 
-def randomize(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-  """Every weight gets noise (norm scales around 1, biases non-zero) so no mapping error hides."""
+def randomize(module: torch.nn.Module, seed: int, std: float = 0.08) -> torch.nn.Module:
+  """Every weight gets noise (norm scales around 1, biases non-zero) so no mapping error hides.
+
+  `std` of the non-norm weights; generation tests use a larger one so greedy outputs vary.
+  """
   gen = torch.Generator().manual_seed(seed)
   with torch.no_grad():
     for name, p in module.named_parameters():
       is_scale = "norm" in name and name.endswith("weight")
-      p.copy_((1.0 if is_scale else 0.0) + (0.3 if is_scale else 0.08) * torch.randn(p.shape, generator=gen))
+      p.copy_((1.0 if is_scale else 0.0) + (0.3 if is_scale else std) * torch.randn(p.shape, generator=gen))
   return module.eval()
 
 
@@ -167,10 +170,11 @@ def qwen2_audio_config(n_mels: int, vocab: int, audio_token: int, hidden: int = 
       audio_token_index=audio_token)
 
 
-def hf_qwen2_audio(directory: str, seed: int = 2, vocab: int = 512) -> transformers.Qwen2AudioForConditionalGeneration:
+def hf_qwen2_audio(directory: str, seed: int = 2, vocab: int = 512,
+                   std: float = 0.08) -> transformers.Qwen2AudioForConditionalGeneration:
   cfg = qwen2_audio_config(128, vocab, audio_token=vocab - 12)
   model = randomize(transformers.Qwen2AudioForConditionalGeneration._from_config(  # pylint: disable=protected-access
-      cfg, attn_implementation="eager"), seed)
+      cfg, attn_implementation="eager"), seed, std)
   model.save_pretrained(directory)
   return model
 

@@ -82,11 +82,18 @@ def np_encode_clip(params, cfg, mel, t):
   return _dense(x, proj)[:L.pooled_frames(t)]
 
 
-def np_decode(params, cfg, h, ntk=True, logn=True):
-  """Unpadded sequence h [S, D] -> logits [S, V]; spec §3.2-§3.4 (inference: NTK alpha from S, logn)."""
+def np_alpha(length, seq_length):
+  """Dynamic-NTK alpha of spec §3.4 for a sequence of `length` tokens."""
+  return max(2 ** np.ceil(np.log2(length / seq_length) + 1) - 1, 1)
+
+
+def np_decode(params, cfg, h, ntk=True, logn=True, alpha=None):
+  """Unpadded sequence h [S, D] -> logits [S, V]; spec §3.2-§3.4 (inference: NTK alpha from S unless given
+  — a cached decode keeps the prefill's alpha —, logn)."""
   dcfg = cfg.decoder
   s, dh, nh, nkv = h.shape[0], dcfg.head_dim, dcfg.n_heads, dcfg.n_kv_heads
-  alpha = max(2 ** np.ceil(np.log2(s / dcfg.seq_length) + 1) - 1, 1) if ntk else 1.0
+  if alpha is None:
+    alpha = np_alpha(s, dcfg.seq_length) if ntk else 1.0
   base = dcfg.rope_base * alpha ** (dh / (dh - 2))
   ang = np.arange(s)[:, None] / base ** (np.arange(0, dh, 2) / dh)[None, :]
   cos, sin = np.cos(np.concatenate([ang, ang], -1)), np.sin(np.concatenate([ang, ang], -1))

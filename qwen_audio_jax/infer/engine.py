@@ -90,7 +90,7 @@ class Generator:
 
   def __init__(self, cfg: ModelConfig, params, *, mesh: Mesh | None = None, max_batch: int = 8,
                decode_fns: DecodeFns | None = None, pad_id: int | None = None, full_mel_window: bool = False,
-               vocab_size: int | None = None):
+               vocab_size: int | None = None, compile_cache: dict | None = None):
     self.cfg, self.params = cfg, params
     self.mesh = mesh or Mesh(np.asarray(jax.local_devices()[:1]).reshape(1, 1, 1), ("data", "fsdp", "tensor"))
     self.max_batch = int(max_batch)
@@ -99,12 +99,14 @@ class Generator:
     self.vocab_size = int(vocab_size or cfg.decoder.vocab_size)
     self.pad_id = pad_id if pad_id < self.vocab_size else 0  # tiny test vocabularies
     self.full_mel_window = full_mel_window
-    self._compiled: dict[tuple, jax.stages.Compiled] = {}
+    # Executables take the params as an argument, so checkpoints of one config can share them.
+    self._compiled: dict[tuple, jax.stages.Compiled] = {} if compile_cache is None else compile_cache
+    self._built = 0
 
   @property
   def compiles(self) -> int:
-    """Number of decode executables compiled so far."""
-    return len(self._compiled)
+    """Number of decode executables this generator compiled (not counting shared ones it reused)."""
+    return self._built
 
   # --- batching --------------------------------------------------------------------------------
   def _collate(self, prompts: Sequence[Prompt], settings: DecodeSettings) -> tuple[dict, int]:
@@ -160,25 +162,29 @@ class Generator:
     return ctrl
 
   def _place(self, tree):
+    """Host arrays -> arrays on the mesh (rows split over the batch axes when they divide). Every
+    process must pass the same values when the mesh spans processes (training-time evaluation)."""
     rows_axis = math.prod(self.mesh.shape[a] for a in partition.BATCH_AXES)
     replicated = NamedSharding(self.mesh, P())
 
     def put(x):
       x = np.asarray(x)
       sharded = x.ndim >= 1 and x.shape[0] % rows_axis == 0 and rows_axis > 1
-      return jax.device_put(x, partition.batch_sharding(self.mesh) if sharded else replicated)
+      sharding = partition.batch_sharding(self.mesh) if sharded else replicated
+      return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
     return jax.tree_util.tree_map(put, tree)
 
   def _executable(self, batch, ctrl, settings: DecodeSettings):
     shapes = tuple(sorted((k, v.shape, str(v.dtype)) for k, v in {**batch, **ctrl}.items()))
-    key = (shapes, settings.static_key())
+    key = (self.cfg, self.mesh, self.pad_id, shapes, settings.static_key())
     if key not in self._compiled:
       run = beam.decode if settings.strategy == "beam" else search.decode
       fn = functools.partial(run, self.fns, settings)
       t0 = time.time()
       with partition.activation_context(self.mesh):
-        jitted = jax.jit(lambda p, b, c: fn(p, b, c, self.pad_id))
+        jitted = jax.jit(lambda p, b, c: fn(p, b, c, self.pad_id), out_shardings=NamedSharding(self.mesh, P()))
         self._compiled[key] = jitted.lower(self.params, batch, ctrl).compile()
+      self._built += 1
       log.info("compiled generate (%s, batch %s, prompt %d, new tokens %d%s) in %.1f s; %d executables",
                settings.strategy, batch["input_ids"].shape[0], batch["input_ids"].shape[1],
                settings.buffer_tokens,

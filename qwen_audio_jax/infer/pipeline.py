@@ -67,7 +67,18 @@ class Pipeline:
     if self.tokenizer.vocab_size > cfg.decoder.vocab_size:
       raise GenerationError(f"inference: tokenizer has {self.tokenizer.vocab_size} ids but the model only "
                             f"{cfg.decoder.vocab_size} (wrong tokenizer for this checkpoint?)")
-    self.generator = Generator(cfg, params, mesh=mesh, max_batch=max_batch, pad_id=self.tokenizer.pad_id)
+    self._params, self._mesh, self._max_batch = params, mesh, max_batch
+    self._generator: Generator | None = None
+
+  @property
+  def generator(self) -> Generator:
+    """The compiled-generation engine; `params` may be a loader, called here (after the requests were
+    checked, so bad input never waits for a 7B checkpoint to load)."""
+    if self._generator is None:
+      params = self._params() if callable(self._params) else self._params
+      self._generator = Generator(self.cfg, params, mesh=self._mesh, max_batch=self._max_batch,
+                                  pad_id=self.tokenizer.pad_id)
+    return self._generator
 
   @classmethod
   def from_checkpoint(cls, path: str, *, dtype: str | None = None, mesh_shape: Sequence[int] = (1, -1, 1),
@@ -84,15 +95,19 @@ class Pipeline:
     mesh = mesh_lib.make_mesh(tuple(mesh_shape), devices=jax.local_devices())
     from qwen_audio_jax.model import abstract_params  # pylint: disable=import-outside-toplevel
     shardings = partition.logical_to_shardings(logical_axes(cfg), abstract_params(cfg), mesh)
-    _, params, _ = checkpoint_io.load_model_checkpoint(path, shardings=shardings, dtype=dtype)
+    checkpoint_io.check_shapes({p: s for p, (s, _) in checkpoint_io.stored_shapes(path).items()}, cfg, path)
+
+    def load():
+      return checkpoint_io.load_model_checkpoint(path, shardings=shardings, dtype=dtype)[1]
+
     family, vocab = tokenizer_spec(path, meta, cfg)
-    return cls(cfg, params, tokenizer_family=family, vocab_path=vocab_path or vocab, mesh=mesh,
+    return cls(cfg, load, tokenizer_family=family, vocab_path=vocab_path or vocab, mesh=mesh,
                max_batch=max_batch, long_audio=long_audio, chunk_overlap_s=chunk_overlap_s,
                variant=variant or variant_of(path))
 
   @property
   def compiles(self) -> int:
-    return self.generator.compiles
+    return 0 if self._generator is None else self._generator.compiles
 
   # --- settings --------------------------------------------------------------------------------
   def settings(self, mode: str, task: str | None = None, **overrides) -> DecodeSettings:
