@@ -48,7 +48,16 @@ class AacCiderV1(Recipe):
 
   def evaluate(self, refs, hyps, **fields):
     java_or_raise(self.name, "PTB tokenisation and METEOR")
-    return super().evaluate(refs, hyps, **fields)
+    self._meteor = None  # one METEOR java process (≈ 10 s to load its tables) for all subsets of this call
+    try:
+      return super().evaluate(refs, hyps, **fields)
+    finally:
+      self._meteor = None  # its __del__ ends the java process
+
+  def _meteor_scorer(self):
+    if getattr(self, "_meteor", None) is None:
+      self._meteor = _scorer(self.name, "meteor.meteor", "Meteor")()
+    return self._meteor
 
   def _aggregate(self, samples):
     n_refs = [len(s["_refs"]) for s in samples]
@@ -67,9 +76,9 @@ class AacCiderV1(Recipe):
       scores[key] = float(value)
       for item, v in zip(items, per):
         item[key] = float(v)
-    for key, module, cls in (("METEOR", "meteor.meteor", "Meteor"), ("ROUGE_L", "rouge.rouge", "Rouge"),
-                             ("CIDEr", "cider.cider", "Cider")):
-      value, per = _scorer(self.name, module, cls)().compute_score(gts, res)  # Meteor's java ends with it
+    for key, scorer in (("METEOR", self._meteor_scorer()), ("ROUGE_L", _scorer(self.name, "rouge.rouge", "Rouge")()),
+                        ("CIDEr", _scorer(self.name, "cider.cider", "Cider")())):
+      value, per = scorer.compute_score(gts, res)
       scores[key] = float(value)
       for item, v in zip(items, per):
         item[key] = float(v)
