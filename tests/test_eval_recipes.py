@@ -49,6 +49,20 @@ def test_bad_input_one_clear_error(name):
     r.score(["a"], ["a"], source=["x", "y"], **fields)
 
 
+@pytest.mark.parametrize("name,refs,hyps", [
+    ("asr_wer@qwen-audio-v1", ["a b"], ["a c"]), ("asr_wer@whisper-normalizer", ["a b"], ["a c"]),
+    ("s2tt_bleu@qwen-audio-v1", ["a b c d"], ["a b c e"]), ("cls_acc@qwen-audio-v1", ["x"], ["x"]),
+    ("aqa_acc@qwen-audio-v1", ["yes"], ["no"]),
+    ("srwt_aas@qwen-audio-v1", ["<|0.00|>a<|1.00|>"], ["<|0.10|>a<|1.00|>"]),
+    ("mna@qwen-audio-v1", ["<|pitch|><|midi_pitch_60|><|sonic|>dark"], ["<|pitch|><|midi_pitch_60|><|sonic|>dark"])])
+def test_results_are_json_and_name_their_recipe(name, refs, hyps):
+  import json
+  summary, samples = recipes.get(name).evaluate(refs, hyps, source="s", **FIELDS.get(name, {}))
+  assert json.loads(json.dumps(summary))["recipe"] == name == summary["impl"]["recipe"]
+  assert summary[summary["headline"]] is not None and summary["per_source"]["s"]["n"] == 1
+  assert json.loads(json.dumps(samples))[0]["source"] == "s" and "hyp_norm" in samples[0]
+
+
 def test_language_fields_are_required_and_checked():
   with pytest.raises(RecipeError, match="needs lang= .* or dataset="):
     WER_V1.score(["a"], ["a"])
@@ -148,7 +162,8 @@ def test_asr_wer_v1_matches_official_formula_on_random_pairs(lang):
 # --- asr_wer@whisper-normalizer ------------------------------------------------------------------
 
 def test_whisper_recipe_normalises_and_never_mixes_with_v1():
-  refs, hyps = ["Mr. Smith paid $10.", "I'm colour-blind, OK?"], ["<|en|>mister smith paid ten dollars", "i am color blind"]
+  refs = ["Mr. Smith paid $10.", "I'm colour-blind, OK?"]
+  hyps = ["<|en|>mister smith paid ten dollars", "i am color blind"]
   s, samples = WHISPER.evaluate(refs, hyps, lang="en")
   assert samples[0]["ref_norm"] == samples[0]["hyp_norm"] == "mister smith paid $10"
   assert samples[1]["ref_norm"] == "i am color blind ok" and samples[1]["errors"] == 1
@@ -234,7 +249,8 @@ def test_bleu_ja_without_mecab_is_a_clear_error_only_for_ja(monkeypatch):
 
 def test_cls_acc_exact_match_of_stripped_output():
   s, samples = recipes.get("cls_acc@qwen-audio-v1").evaluate(
-      ["Happy", "sad", "neutral", "bus"], [" Happy\n", "Sad", "neutral<|endoftext|>", "bus"], source=["meld"] * 3 + ["x"])
+      ["Happy", "sad", "neutral", "bus"], [" Happy\n", "Sad", "neutral<|endoftext|>", "bus"],
+      source=["meld"] * 3 + ["x"])
   assert s["acc"] == 0.5 and s["correct"] == 2 and s["per_source"]["meld"]["acc"] == pytest.approx(1 / 3)
   assert [x["correct"] for x in samples] == [True, False, False, True]
 
@@ -340,8 +356,10 @@ def test_srwt_aas_matches_official_calculator_on_random_utterances():
   refs, hyps = [], []
   for _ in range(200):
     words = [rng.choice(["面", "条", "机", "<|sil|>", "好", "的", ""]) for _ in range(rng.randint(1, 10))]
-    hyp_words = [w for w in words if rng.random() > 0.2] + [rng.choice(["面", "鸡"]) for _ in range(rng.randint(0, 2))]
-    rng.shuffle(hyp_words) if rng.random() < 0.2 else None
+    hyp_words = [w for w in words if rng.random() > 0.2]
+    hyp_words += [rng.choice(["面", "鸡"]) for _ in range(rng.randint(0, 2))]
+    if rng.random() < 0.2:
+      rng.shuffle(hyp_words)
     refs.append(utterance(words, False))
     hyps.append(utterance(hyp_words or ["面"], True)[len("<|0.00|>"):])  # continuation after the forced 0.00
   assert SRWT.score(refs, hyps, lang="zh")["aas"] == pytest.approx(_official_aas(refs, hyps), rel=1e-12)

@@ -47,6 +47,6 @@ def get(name: str) -> Recipe:
   return _RECIPES[name]
 
 
-list = names  # noqa: A001  (`recipes.list()`; the builtin is not used in this module)
+list = names  # noqa: A001  (`recipes.list()`; the builtin is not used below; kept out of __all__)
 
-__all__ = ["Recipe", "RecipeDependencyError", "RecipeError", "UnknownRecipeError", "get", "list", "names"]
+__all__ = ["Recipe", "RecipeDependencyError", "RecipeError", "UnknownRecipeError", "get", "names"]

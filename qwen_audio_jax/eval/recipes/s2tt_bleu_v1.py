@@ -11,8 +11,9 @@ ja needs mecab-python3 + ipadic (`pip install 'sacrebleu[ja]'`); without them on
 
 sacreBLEU 2.6 (installed) vs 1.5.1 (pinned by the official EVALUATION.md), from sacreBLEU's code
 and changelog: the 13a / zh / ja-mecab tokenizers give the same tokens (2.x rewrote whitespace
-collapsing as `' '.join(split())` and added caches; ja-mecab is the same MeCab 0.996 + IPA dictionary
-call, the binding moved from mecab-python3 1.0.3 to ≥ 1.0.9); the BLEU formula is the same except
+collapsing as `' '.join(split())` and added caches; ja-mecab is the same MeCab Tagger call with ipadic,
+pinned binding mecab-python3 1.0.3 then, 1.0.12 here, which reports MeCab 0.996: tok:ja-mecab-0.996-IPA);
+the BLEU formula is the same except
 that 2.x returns 0.0 when no n-gram of any order matches (1.5.1's exp smoothing gave a small positive
 number; sacreBLEU #141) — only a corpus with no matching unigram at all is affected; 2.2.0 allowed empty
 references. The signature string format changed in 2.0 (`nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|
