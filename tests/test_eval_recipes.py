@@ -427,6 +427,8 @@ def test_caption_recipe_without_java_is_a_clear_error(monkeypatch):
   monkeypatch.setattr(ptb.shutil, "which", lambda name: None)
   with pytest.raises(RecipeDependencyError, match="needs `java` on PATH"):
     recipes.get("aac_cider@qwen-audio-v1").score([["a b"]], ["a b"])
+  with pytest.raises(RecipeError, match="1 refs but 2 hyps"):  # bad input first, then tools
+    recipes.get("aac_cider@qwen-audio-v1").score([["a b"]], ["a b", "c"])
 
 
 @needs_java

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 
-from qwen_audio_jax.eval.recipes.base import Recipe, RecipeError, require, version_of
+from qwen_audio_jax.eval.recipes.base import Recipe, RecipeError, check_pairs, require, version_of
 from qwen_audio_jax.eval.recipes.ptb import java_or_raise, ptb_tokenize
 
 NOT_COMPUTED = {
@@ -47,6 +47,7 @@ class AacCiderV1(Recipe):
     return {"hyp_norm": hyp.strip(), "_refs": refs}
 
   def evaluate(self, refs, hyps, **fields):
+    check_pairs(self.name, refs, hyps, self.multi_ref)  # bad input is reported before a missing tool
     java_or_raise(self.name, "PTB tokenisation and METEOR")
     self._meteor = None  # one METEOR java process (≈ 10 s to load its tables) for all subsets of this call
     try:
