@@ -3,14 +3,16 @@
 The script scores per `source` with the coco-caption code of `audio-captioning/caption-evaluation-tools`
 (the Clotho fork): captions PTB-tokenised (Stanford PTBTokenizer, lower-cased, punctuation tokens
 dropped), then Bleu(4), METEOR 1.5, ROUGE-L, CIDEr and SPICE, SPIDEr = (CIDEr + SPICE) / 2. Here the
-same scorers come from the `pycocoevalcap` 1.2 package (the coco-caption code; its `Cider` is CIDEr-D:
-clipped counts, Gaussian length penalty σ = 6, × 10, IDF from the references of the scored subset).
+same scorers come from the `pycocoevalcap` 1.2 package: the same coco-caption code (diffed against the
+fork: only renames and comments differ) and byte-identical PTBTokenizer / METEOR jars and paraphrase
+table (same git blob hashes). Its `Cider` is CIDEr-D: clipped counts, Gaussian length penalty σ = 6,
+× 10, IDF from the references of the scored subset.
 refs: one str or a list of str per clip (Clotho: 5). hyps: the decoded output, stripped.
 
 Computed: Bleu_1..4, METEOR, ROUGE_L, CIDEr (headline; = CIDEr-D). NOT computed: SPICE and therefore
 SPIDEr: SPICE needs the Stanford CoreNLP 3.6.0 jars, which pycocoevalcap does not ship and downloads
 on first use (no download is allowed at run time); SPICE is also reported to fail on Java ≥ 17
-(aac-metrics issue #1), and this machine has Java 17. The result names what was computed and why the rest was not.
+(aac-metrics issue #1), and our machines have Java 17. The result names what was computed and why not.
 Java (8+) must be on PATH: the PTB tokenizer and METEOR are Java programs (jars shipped in the
 package, nothing downloaded). Per-sample dumps carry each clip's scores within its source (CIDEr's
 IDF depends on the subset, as in the script).
