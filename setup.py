@@ -28,11 +28,20 @@ RUNTIME = [
     "editdistance>=0.8,<0.9",
     "sacrebleu>=2.4,<2.7",
 ]
+EVAL = [  # metric recipes (qwen_audio_jax.eval.recipes); imported lazily, a missing one names itself
+    "scikit-learn>=1.5,<1.10",  # accuracy_score, average_precision_score (official ACC / MAP)
+    "jiwer>=4.0,<4.1",  # asr_wer@whisper-normalizer
+    "whisper-normalizer>=0.1.15,<0.2",  # Whisper's English / basic normalisers
+    "edit-distance>=1.0.9,<1.1",  # the SequenceMatcher evaluate_srwt.py aligns words with
+    "pycocoevalcap>=1.2,<1.3",  # coco-caption BLEU / METEOR / ROUGE-L / CIDEr-D (PTB + METEOR need java)
+    "mecab-python3>=1.0.9,<1.1",  # sacrebleu's ja-mecab tokenizer (ja targets)
+    "ipadic>=1.0,<1.1",
+]
 CONVERT = [
     "torch>=2.6,<2.14",  # CPU build; only to read/write PyTorch checkpoints
     "transformers>=5.10.4,<5.24",
 ]
-TEST = ["pytest>=8,<10", "hypothesis>=6.100,<7", "peft>=0.18,<0.22"] + CONVERT  # peft: adapter-export check
+TEST = ["pytest>=8,<10", "hypothesis>=6.100,<7", "peft>=0.18,<0.22"] + CONVERT + EVAL  # peft: adapter-export check
 
 setup(
     name="qwen-audio-jax",
@@ -42,5 +51,5 @@ setup(
     package_data={"qwen_audio_jax": ["assets/*.flac"]},
     python_requires=">=3.10",
     install_requires=RUNTIME,
-    extras_require={"convert": CONVERT, "test": TEST},
+    extras_require={"convert": CONVERT, "eval": EVAL, "test": TEST},
 )
