@@ -50,4 +50,4 @@ def choose(logits: jax.Array, sample: bool, temperature, top_k, top_p, keys) -> 
   if not sample:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
   logits = filter_top_k_top_p(logits / temperature, top_k, top_p)
-  return jax.random.categorical(keys[0], logits).astype(jnp.int32)
+  return jax.vmap(lambda key, row: jax.random.categorical(key, row))(keys, logits).astype(jnp.int32)
