@@ -69,7 +69,10 @@ def bucket(value: int, buckets: Sequence[int], what: str) -> int:
 
 
 def _batch_buckets(max_batch: int) -> tuple[int, ...]:
-  sizes = [1 << i for i in range(max_batch.bit_length()) if (1 << i) < max_batch]
+  """Powers of two from 2 up to max_batch (and max_batch). Never 1 row: XLA runs a one-row matmul as a
+  matrix-vector product whose rounding differs from the matrix-matrix kernel used for 2+ rows, which
+  would make a request's ids depend on its batch (seen in bf16); a second, empty row costs little."""
+  sizes = [1 << i for i in range(1, max_batch.bit_length()) if (1 << i) < max_batch]
   return tuple(sizes + [max_batch])
 
 

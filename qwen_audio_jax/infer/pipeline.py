@@ -56,7 +56,7 @@ class Pipeline:
 
   def __init__(self, cfg: ModelConfig, params, *, tokenizer_family: str, vocab_path: str | None = None,
                mesh=None, max_batch: int = 8, long_audio: str = "error", chunk_overlap_s: float = 0.0,
-               variant: str = "base"):
+               variant: str = "base", compile_cache: dict | None = None):
     if cfg.family not in LLM_FAMILIES:
       raise GenerationError(f"inference: checkpoint family {cfg.family!r} cannot generate text with this "
                             f"pipeline (families: {', '.join(LLM_FAMILIES)})")
@@ -67,7 +67,7 @@ class Pipeline:
     if self.tokenizer.vocab_size > cfg.decoder.vocab_size:
       raise GenerationError(f"inference: tokenizer has {self.tokenizer.vocab_size} ids but the model only "
                             f"{cfg.decoder.vocab_size} (wrong tokenizer for this checkpoint?)")
-    self._params, self._mesh, self._max_batch = params, mesh, max_batch
+    self._params, self._mesh, self._max_batch, self._cache = params, mesh, max_batch, compile_cache
     self._generator: Generator | None = None
 
   @property
@@ -77,13 +77,14 @@ class Pipeline:
     if self._generator is None:
       params = self._params() if callable(self._params) else self._params
       self._generator = Generator(self.cfg, params, mesh=self._mesh, max_batch=self._max_batch,
-                                  pad_id=self.tokenizer.pad_id)
+                                  pad_id=self.tokenizer.pad_id, compile_cache=self._cache)
     return self._generator
 
   @classmethod
   def from_checkpoint(cls, path: str, *, dtype: str | None = None, mesh_shape: Sequence[int] = (1, -1, 1),
                       max_batch: int = 8, long_audio: str = "error", chunk_overlap_s: float = 0.0,
-                      vocab_path: str | None = None, variant: str | None = None) -> "Pipeline":
+                      vocab_path: str | None = None, variant: str | None = None,
+                      compile_cache: dict | None = None) -> "Pipeline":
     """Loads a converted checkpoint, sharded over this process's devices with the training rule table."""
     cfg = checkpoint_io.read_config(path)
     meta = checkpoint_io.read_metadata(path)
@@ -103,7 +104,7 @@ class Pipeline:
     family, vocab = tokenizer_spec(path, meta, cfg)
     return cls(cfg, load, tokenizer_family=family, vocab_path=vocab_path or vocab, mesh=mesh,
                max_batch=max_batch, long_audio=long_audio, chunk_overlap_s=chunk_overlap_s,
-               variant=variant or variant_of(path))
+               variant=variant or variant_of(path), compile_cache=compile_cache)
 
   @property
   def compiles(self) -> int:
