@@ -218,3 +218,112 @@ def test_loss_mask_mutations_are_caught():
   assert base.loss_mask[ends].tolist() == [0, 0, 1, 0, 1, 0, 1]  # system, user, assistant, ...
   finetune = build_chat_example(tok, messages_of(TURNS), audio_counts(), loss_on="qwen_finetune")
   assert (finetune.loss_mask >= base.loss_mask).all() and finetune.loss_mask.sum() == base.loss_mask.sum() + 7 + 4 * 2
+
+
+# ------------------------------------------------------------------ conversations jsonl and training
+def _write_tone(path, seconds, freq):
+  import soundfile
+  t = np.arange(int(seconds * 16000)) / 16000
+  soundfile.write(str(path), (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16000)
+
+
+def test_conversation_jsonl_shapes_are_detected_per_line(tmp_path):
+  from qwen_audio_jax.data import ManifestError
+  from qwen_audio_jax.data.conversations import read_conversations_jsonl
+  chatml = ("<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n<|im_start|>user\\nAudio 1: "
+            "<audio>a.flac</audio>\\nwhat does the person say?<|im_end|>\\n<|im_start|>assistant\\nHello there."
+            "<|im_end|>\\n<|im_start|>user\\nAnd this one?<|im_end|>\\n<|im_start|>assistant\\nSilence.")
+  swift = {"messages": [{"role": "user", "content": "<audio>what does the person say?"},
+                        {"role": "assistant", "content": "Hello there."},
+                        {"role": "user", "content": "And this one?"}, {"role": "assistant", "content": "Silence."}],
+           "audios": ["a.flac"], "id": "s1"}
+  factory = {"conversations": [{"from": "human", "value": "<audio>what does the person say?"},
+                               {"from": "gpt", "value": "Hello there."}, {"from": "human", "value": "And this one?"},
+                               {"from": "gpt", "value": "Silence."}], "audios": ["a.flac"],
+             "system": "You are a helpful assistant."}
+  text_only = {"messages": [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."}]}
+  path = tmp_path / "conv.jsonl"
+  path.write_text("\n".join([chatml, json.dumps(swift), "", json.dumps(factory), json.dumps(text_only)]) + "\n")
+  records = read_conversations_jsonl(path)
+  assert [r["id"] for r in records] == ["1", "s1", "4", "5"] and [r["n_audios"] for r in records] == [1, 1, 1, 0]
+  audio = {"type": "audio", "audio": str(tmp_path / "a.flac")}
+  user1 = [audio, {"type": "text", "text": "what does the person say?"}]
+  assert records[0]["messages"][1]["content"] == records[1]["messages"][0]["content"] == user1
+  tok = get_tokenizer("qwen-audio")
+  built = [build_chat_example(tok, r["messages"], [5]).ids.tolist() for r in records[:3]]
+  assert built[0] == built[1] == built[2]  # default system added where absent: one conversation, three shapes
+  assert records[3]["messages"][0]["content"] == [{"type": "text", "text": "Name a colour."}]
+  bad = {"count": json.dumps(dict(swift, audios=[])), "role": json.dumps({"messages": [{"role": "bot", "content": "x"}]}),
+         "json": "{not json", "answer": json.dumps({"messages": [{"role": "user", "content": "hi"}]}),
+         "shape": "plain text line"}
+  for case, line in bad.items():
+    (tmp_path / f"{case}.jsonl").write_text(line + "\n")
+    with pytest.raises(ManifestError, match=rf"{case}.jsonl:1: "):
+      read_conversations_jsonl(tmp_path / f"{case}.jsonl")
+
+
+def test_mixed_audio_and_text_only_sft_batch_trains(tmp_path):
+  import jax
+  from qwen_audio_jax.data import make_train_iterator
+  from qwen_audio_jax.sharding import mesh as mesh_lib, partition
+  from qwen_audio_jax.train import defaults, loop, model_fns, optimizer, state as state_lib, step as step_lib
+  _write_tone(tmp_path / "a.wav", 2.0, 440)
+  _write_tone(tmp_path / "b.wav", 1.2, 880)
+  with_audio = [{"messages": [{"role": "user", "content": "<audio>What pitch?"}, {"role": "assistant", "content": "A4."},
+                              {"role": "user", "content": "<audio>And now?"}, {"role": "assistant", "content": "A5."}],
+                 "audios": ["a.wav", "b.wav"]},
+                {"messages": [{"role": "user", "content": "<audio>Describe it."},
+                              {"role": "assistant", "content": "A steady tone."}], "audios": ["b.wav"]}]
+  text = [{"messages": [{"role": "user", "content": f"Count to {k}."},
+                        {"role": "assistant", "content": " ".join(str(i) for i in range(1, k + 1))}]} for k in (2, 3, 4)]
+  for name, rows in (("audio", with_audio), ("text", text)):
+    (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  cfg = defaults.base_config()
+  cfg.data.max_audios, cfg.data.seq_buckets, cfg.data.min_examples_for_bad_check = 2, (160,), 1
+  cfg.data.max_bad_fraction = 0.0
+  cfg.data.sources = [dict(name="conversations", path=str(tmp_path / "audio.jsonl"), weight=1.0),
+                      dict(name="conversations", path=str(tmp_path / "text.jsonl"), weight=1.0)]
+  it = make_train_iterator(cfg.data, global_batch_size=6, seed=0, process_index=0, process_count=1)
+  host = next(it)
+  it.close()
+  mcfg = model_fns.resolve_model_config(cfg.model)  # tiny-qwen-audio with the real token ids
+  loop.check_data_matches_model(cfg.data, mcfg)
+  loop.check_host_batch(host, mcfg)
+  has_audio = (host["input_ids"] == mcfg.audio_start_id).any(1)
+  slots = host["audio_lengths"].reshape(6, 2)
+  assert has_audio.any() and (~has_audio).any() and host["example_mask"].all()
+  assert (slots[~has_audio] == 0).all() and (host["audio_mel"].reshape(6, 2, -1)[~has_audio] == 0).all()
+  assert (slots[has_audio][:, 0] > 0).all()
+  assert (host["loss_mask"].sum(1) > 0).all()  # every row trains on its answers (and their <|im_end|>)
+  plan = state_lib.make_plan(model_fns.build(mcfg), optimizer.make_optimizer(cfg.optim, 10),
+                             mesh_lib.make_mesh((1, 1, 1), devices=jax.devices()[:1]), cfg.train)
+  state = state_lib.create(plan, 0)
+  train_step = step_lib.make_train_step(plan, cfg.train)
+  batch = partition.host_to_global(loop.device_batch(host, 200), plan.mesh)  # clips <= 2 s: 200 mel frames
+  losses = []
+  for _ in range(3):
+    state, metrics = train_step(state, batch)
+    losses.append(float(metrics["loss"]))
+  print(f"mixed audio/text SFT batch: losses {losses}")
+  assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+  assert float(metrics["tokens"]) == host["loss_mask"].sum()
+  assert float(metrics["grad_norm/audio_encoder"]) > 0  # the audio rows reach the encoder
+
+
+@pytest.mark.parametrize("name,family", [("qwen_audio_7b_sft", "qwen-audio"), ("qwen2_audio_7b_sft", "qwen2-audio")])
+def test_sft_configs_train_the_chat_format(name, family, tmp_path):
+  """The two SFT configs read conversations and encode them as ChatML with <|im_end|> in the loss."""
+  import os
+  import runpy
+  from qwen_audio_jax.data.examples import ExampleEncoder
+  from qwen_audio_jax.data.sources import records_of
+  cfg = runpy.run_path(os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", f"{name}.py"))["get_config"]()
+  assert cfg.data.family == family and [s["name"] for s in cfg.data.sources] == ["conversations"]
+  path = tmp_path / "c.jsonl"
+  path.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}))
+  (record,) = records_of(dict(cfg.data.sources[0], path=str(path)))
+  encoded = ExampleEncoder.from_config(cfg.data).encode(record)
+  tok = get_tokenizer(family)
+  targets = encoded.ids[encoded.loss_mask == 1].tolist()
+  assert targets == tok.encode("Hello.") + [tok.im_end_id] + tok.encode("\n")
+  assert tok.eod_id not in encoded.ids.tolist()
