@@ -36,8 +36,8 @@ SECONDS = {A1: 11.0, A2: 3.3}
 def messages_of(turns):
   msgs = []
   for user, answer in turns:
-    msgs.append({"role": "user", "content": [{"type": "audio", "audio": v} if k == "audio" else {"type": "text", "text": v}
-                                             for k, v in user]})
+    content = [{"type": "audio", "audio": v} if k == "audio" else {"type": "text", "text": v} for k, v in user]
+    msgs.append({"role": "user", "content": content})
     msgs.append({"role": "assistant", "content": answer})
   return msgs
 
@@ -173,8 +173,8 @@ def hf_processor():
 def _hf_messages(turns):
   out = []
   for user, answer in turns:
-    out.append({"role": "user", "content": [{"type": "audio", "audio_url": v} if k == "audio" else {"type": "text", "text": v}
-                                            for k, v in user]})
+    content = [{"type": "audio", "audio_url": v} if k == "audio" else {"type": "text", "text": v} for k, v in user]
+    out.append({"role": "user", "content": content})
     out.append({"role": "assistant", "content": answer})
   return out
 
@@ -253,7 +253,8 @@ def test_conversation_jsonl_shapes_are_detected_per_line(tmp_path):
   built = [build_chat_example(tok, r["messages"], [5]).ids.tolist() for r in records[:3]]
   assert built[0] == built[1] == built[2]  # default system added where absent: one conversation, three shapes
   assert records[3]["messages"][0]["content"] == [{"type": "text", "text": "Name a colour."}]
-  bad = {"count": json.dumps(dict(swift, audios=[])), "role": json.dumps({"messages": [{"role": "bot", "content": "x"}]}),
+  bad = {"count": json.dumps(dict(swift, audios=[])),
+         "role": json.dumps({"messages": [{"role": "bot", "content": "x"}]}),
          "json": "{not json", "answer": json.dumps({"messages": [{"role": "user", "content": "hi"}]}),
          "shape": "plain text line"}
   for case, line in bad.items():
@@ -269,13 +270,15 @@ def test_mixed_audio_and_text_only_sft_batch_trains(tmp_path):
   from qwen_audio_jax.train import defaults, loop, model_fns, optimizer, state as state_lib, step as step_lib
   _write_tone(tmp_path / "a.wav", 2.0, 440)
   _write_tone(tmp_path / "b.wav", 1.2, 880)
-  with_audio = [{"messages": [{"role": "user", "content": "<audio>What pitch?"}, {"role": "assistant", "content": "A4."},
+  with_audio = [{"messages": [{"role": "user", "content": "<audio>What pitch?"},
+                              {"role": "assistant", "content": "A4."},
                               {"role": "user", "content": "<audio>And now?"}, {"role": "assistant", "content": "A5."}],
                  "audios": ["a.wav", "b.wav"]},
                 {"messages": [{"role": "user", "content": "<audio>Describe it."},
                               {"role": "assistant", "content": "A steady tone."}], "audios": ["b.wav"]}]
   text = [{"messages": [{"role": "user", "content": f"Count to {k}."},
-                        {"role": "assistant", "content": " ".join(str(i) for i in range(1, k + 1))}]} for k in (2, 3, 4)]
+                        {"role": "assistant", "content": " ".join(str(i) for i in range(1, k + 1))}]}
+          for k in (2, 3, 4)]
   for name, rows in (("audio", with_audio), ("text", text)):
     (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
   cfg = defaults.base_config()
@@ -317,10 +320,12 @@ def test_sft_configs_train_the_chat_format(name, family, tmp_path):
   import runpy
   from qwen_audio_jax.data.examples import ExampleEncoder
   from qwen_audio_jax.data.sources import records_of
-  cfg = runpy.run_path(os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", f"{name}.py"))["get_config"]()
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  cfg = runpy.run_path(os.path.join(root, "configs", f"{name}.py"))["get_config"]()
   assert cfg.data.family == family and [s["name"] for s in cfg.data.sources] == ["conversations"]
   path = tmp_path / "c.jsonl"
-  path.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}))
+  path.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi"},
+                                           {"role": "assistant", "content": "Hello."}]}))
   (record,) = records_of(dict(cfg.data.sources[0], path=str(path)))
   encoded = ExampleEncoder.from_config(cfg.data).encode(record)
   tok = get_tokenizer(family)

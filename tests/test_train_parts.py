@@ -1,5 +1,6 @@
 """Small pieces of the trainer: SpecAugment, LR schedule, freeze patterns, the TensorBoard writer (read
-back with TensorBoard's own reader), the matplotlib loss-curve PNG, the answer-only loss mask of real pipeline batches, and config resolution."""
+back with TensorBoard's own reader), the matplotlib loss-curve PNG, the answer-only loss mask of real pipeline
+batches, and config resolution."""
 
 import json
 import os
