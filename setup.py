@@ -27,6 +27,9 @@ RUNTIME = [
     "safetensors>=0.5,<0.9",
     "editdistance>=0.8,<0.9",
     "sacrebleu>=2.4,<2.7",
+    "tensorboardX>=2.6.2,<2.7",  # TensorBoard event files (scalars, histograms, audio, text)
+    "matplotlib>=3.10,<3.12",  # loss / eval charts (Agg backend)
+    "tqdm>=4.66,<5",  # progress bar
 ]
 EVAL = [  # metric recipes (qwen_audio_jax.eval.recipes); imported lazily, a missing one names itself
     "scikit-learn>=1.5,<1.10",  # accuracy_score, average_precision_score (official ACC / MAP)
@@ -41,7 +44,8 @@ CONVERT = [
     "torch>=2.6,<2.14",  # CPU build; only to read/write PyTorch checkpoints
     "transformers>=5.10.4,<5.24",
 ]
-TEST = ["pytest>=8,<10", "hypothesis>=6.100,<7", "peft>=0.18,<0.22"] + CONVERT + EVAL  # peft: adapter-export check
+# peft: adapter-export check; tensorboard: reads our event files back the way TensorBoard does
+TEST = ["pytest>=8,<10", "hypothesis>=6.100,<7", "peft>=0.18,<0.22", "tensorboard>=2.18,<2.22"] + CONVERT + EVAL
 
 setup(
     name="qwen-audio-jax",

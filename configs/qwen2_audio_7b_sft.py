@@ -1,5 +1,5 @@
-"""Qwen2-Audio-7B supervised fine-tuning: audio encoder frozen; LLM and projector trained.
-Records need a `prompt` (natural-language / ChatML prompts, data family "qwen2-audio").
+"""Qwen2-Audio-7B(-Instruct) supervised fine-tuning: audio encoder frozen; LLM and projector trained.
+Conversations rendered with the Qwen2-Audio chat template (data family "qwen2-audio").
 
   python -m qwen_audio_jax.train --config=configs/qwen2_audio_7b_sft.py \
       --workdir=gs://BUCKET/runs/q2a_sft --config.train.init_params_dir=gs://BUCKET/init/qwen2_audio
@@ -23,6 +23,11 @@ def get_config(arg=None):
   c.mesh.ici = (1, -1, 1)
   c.mesh.dcn = (-1, 1, 1)
   c.data.seq_buckets = (1024, 2048)
+  # Chat SFT data: conversations in the ChatML chat format, loss on the assistant turns (+ their <|im_end|>);
+  # file shapes in qwen_audio_jax/data/conversations.py. Add {"name": "conversations", "path": ..., "weight": w}
+  # entries for text-only instruction data to mix it in by weight.
+  c.data.sources = [dict(name="conversations", path="/data/sft/conversations.jsonl", weight=1.0)]
+  c.data.max_audios = 2  # audio slots per example (every slot costs an encoder pass, used or not)
   c.data.num_workers = 8
   c.checkpoint.every_steps = 500
   c.eval.every_steps = 500

@@ -17,7 +17,8 @@ from conversion.readers import TensorSource  # noqa: E402
 from qwen_audio_jax import checkpoint_io, embed  # noqa: E402
 from qwen_audio_jax.audio import features_for_clip, lengths  # noqa: E402
 
-ATOL = 1e-4
+# Relative error max|d| / max|ref| vs the PyTorch reference: measured 3e-7..9e-7 (fp32, CPU); ~5x margin.
+REL_TOL = 5e-6
 FLAGS = ("hf-whisper", "openai-whisper", "hf-qwen", "hf-qwen-audio", "hf-qwen2-audio")
 quiet = lambda *a, **k: None
 
@@ -60,7 +61,7 @@ def test_jax_matches_pytorch_reference(flag, src, ckpt):
   assert set(report) == {"hf-qwen": {"logits"}, "hf-whisper": {"encoder"}, "openai-whisper": {"encoder"}}.get(
       flag, {"encoder", "logits"})
   for stats in report.values():
-    assert stats["max_abs"] <= ATOL and stats["ref_scale"] > 0.1
+    assert stats["ref_scale"] > 0.1 and stats["max_abs"] / stats["ref_scale"] <= REL_TOL
   if "logits" in report:
     assert report["logits"]["kl_mean"] < 1e-8 and report["logits"]["top1"] == 1.0
 
@@ -205,7 +206,9 @@ def test_embed_cli_matches_reference(flag, rows, src, ckpt, tmp_path, jfk_path):
     bos_eos = sd.read("transformer.audio.audio_bos_eos_token.weight")
     expected = np.concatenate([bos_eos[:1], expected, bos_eos[1:]])
   assert got.shape == expected.shape and got.shape[0] == rows
-  assert np.max(np.abs(got - expected)) <= ATOL
+  rel = np.max(np.abs(got - expected)) / np.max(np.abs(expected))
+  print(f"{flag} embeddings: max|d|/max|ref| = {rel:.2e}")
+  assert rel <= REL_TOL
   assert json.load(open(str(tmp_path / "emb.json")))["rows_per_window"] == [rows]
 
 

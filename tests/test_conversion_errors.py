@@ -98,6 +98,57 @@ def test_cli_error_is_one_line_and_leaves_nothing(case, cli_runs):
   assert not out.parent.exists() or os.listdir(out.parent) == []  # no DIR.tmp-* / DIR.staging-* left
 
 
+def _two_shards(base, folder):
+  """`base`'s Qwen2-Audio checkpoint re-saved as two safetensors shards with an index."""
+  import json
+  folder.mkdir()
+  for f in os.listdir(base):
+    if f != WEIGHTS:
+      (folder / f).write_bytes((base / f).read_bytes())
+  state = load_file(str(base / WEIGHTS))
+  names = sorted(state)
+  shards = {"model-00001-of-00002.safetensors": names[:len(names) // 2],
+            "model-00002-of-00002.safetensors": names[len(names) // 2:]}
+  for shard, keys in shards.items():
+    save_file({k: state[k] for k in keys}, str(folder / shard), metadata={"format": "pt"})
+  index = {"metadata": {}, "weight_map": {k: shard for shard, keys in shards.items() for k in keys}}
+  (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+  return folder / "model-00002-of-00002.safetensors"
+
+
+def _convert_while_truncating(folder, shard, out):
+  """Runs the converter's CLI entry point; right after its first tensor is written into the staging arrays,
+  `shard` is cut to half its size (a shard still being copied / truncated on a flaky mount)."""
+  original = engine._write
+  state = {"writes": 0}
+
+  def write_then_truncate(*args, **kwargs):
+    original(*args, **kwargs)
+    state["writes"] += 1
+    if state["writes"] == 1:
+      os.truncate(shard, os.path.getsize(shard) // 2)
+
+  engine._write = write_then_truncate
+  sys.exit(convert.main(["--source=hf-qwen2-audio", f"--input={folder}", f"--output={out}"]))
+
+
+def test_shard_truncated_after_writing_started_leaves_nothing(tmp_path):
+  """Fails mid-way (staging arrays partly written), one line, exit 2, no output / staging / tmp folder."""
+  base = tmp_path / "base"
+  tiny_models.hf_qwen2_audio(str(base))
+  shard = _two_shards(base, tmp_path / "sharded")
+  out = tmp_path / "out" / "ckpt"
+  proc = subprocess.run([sys.executable, os.path.abspath(__file__), str(tmp_path / "sharded"), str(shard), str(out)],
+                        capture_output=True, text=True, cwd=REPO, timeout=300,
+                        env=dict(os.environ, PYTHONPATH=REPO))  # this checkout's packages, not an installed copy
+  lines = proc.stderr.strip().splitlines()
+  print(proc.returncode, lines[-3:])
+  assert proc.returncode == 2, proc.stderr[-2000:]  # -7 (SIGBUS) if the memory-mapped read is not guarded
+  assert len(lines) == 1 and lines[0].startswith("error: ")
+  assert "model-00002-of-00002.safetensors" in lines[0] and "changed size while converting" in lines[0]
+  assert not out.exists() and os.listdir(out.parent) == []  # no DIR.staging-* / DIR.tmp-* left
+
+
 def test_export_refuses_other_family_and_bad_output(tmp_path):
   base = tmp_path / "q2a"
   tiny_models.hf_qwen2_audio(str(base))
@@ -186,3 +237,7 @@ def test_missing_openai_positional_buffer_is_recomputed():
   del names["encoder.ln_post.bias"]  # not optional
   with pytest.raises(ConversionError, match="missing tensor encoder.ln_post.bias"):
     engine.plan(_FakeSource(names), MAPS["openai-whisper"], cfg, shapes, "openai-whisper")
+
+
+if __name__ == "__main__":
+  _convert_while_truncating(*sys.argv[1:])

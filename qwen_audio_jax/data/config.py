@@ -19,12 +19,14 @@ Fields (defaults in `default_config()`):
   sources             list of dicts, one per dataset in the mixture:
       name       "synthetic" | "librispeech" | "aishell1" | "clotho" | "cochlscene" | "vocalsound"
                  | "meld" | "jsonl" (general task manifest) | "eval_jsonl" (Qwen-Audio eval manifest)
+                 | "conversations" (chat SFT jsonl, see data/conversations.py; rendered in `family`'s chat format)
       weight     mixture weight (> 0), relative to the other sources
       split      split name; "a+b" concatenates splits (corpora and synthetic)
       manual_dir corpus folder in its published layout (read directly), or
       data_dir   folder of TFDS array_record files made by `python -m qwen_audio_jax.data.prepare`
                  (takes precedence over manual_dir)
-      path       jsonl file(s) for "jsonl"/"eval_jsonl" (a str or a list of str)
+      path       jsonl file(s) for "jsonl"/"eval_jsonl"/"conversations" (a str or a list of str)
+      loss_on    conversations only: "assistant" (default; answers + their <|im_end|>\n) | "qwen_finetune"
       tasks      synthetic only: subset of synthetic.TASKS (default: all five, equal weight)
       size       synthetic only: examples per task in the split (default 10000)
       seed       synthetic only: generation seed (default 0; independent of the shuffle seed)

@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+import tqdm
 from absl import logging
 
 from qwen_audio_jax.audio import lengths as audio_lengths
@@ -23,7 +24,7 @@ from qwen_audio_jax.model import config as model_config
 from qwen_audio_jax.model.splice import check_audio_placeholders
 from qwen_audio_jax.sharding import mesh as mesh_lib, partition
 from qwen_audio_jax.train import (checkpointing, metrics as metrics_lib, model_fns, optimizer as optim_lib,
-                                  plot, preemption, specaugment, state as state_lib, step as step_lib, tb)
+                                  plot, preemption, specaugment, state as state_lib, step as step_lib, writers)
 
 MODEL_KEYS = ("input_ids", "attention_mask", "targets", "loss_mask", "audio_mel", "audio_lengths")
 
@@ -95,7 +96,7 @@ def _eval_data_config(cfg):
 
 @dataclasses.dataclass
 class Logs:
-  """stdout, metrics.jsonl, TensorBoard; all no-ops off process 0."""
+  """stdout (with a tqdm progress bar on a terminal), metrics.jsonl, TensorBoard; no-ops off process 0."""
 
   workdir: str
   tensorboard: bool
@@ -103,40 +104,44 @@ class Logs:
 
   def __post_init__(self):
     self.main = jax.process_index() == 0
-    use_tb = self.main and self.tensorboard
-    self.writer = tb.ScalarWriter(os.path.join(self.workdir, "tensorboard")) if use_tb else None
+    logdir = os.path.join(self.workdir, "tensorboard") if self.main and self.tensorboard else None
+    self.writer = writers.open_writer(logdir)
     self.jsonl = open(os.path.join(self.workdir, "metrics.jsonl"), "a") if self.main else None
-    self.tty = self.main and sys.stderr.isatty()
+    self.bar = None
 
-  def write(self, step: int, values: dict, line: str | None = None):
+  def start_progress(self, first: int, total: int) -> None:
+    if self.main:
+      self.bar = tqdm.tqdm(total=total, initial=first, unit="step", dynamic_ncols=True, file=sys.stderr,
+                           disable=not sys.stderr.isatty(), leave=False)
+
+  def write(self, step: int, values: dict, line: str | None = None, histograms: dict | None = None):
+    """Scalars to jsonl + TensorBoard, vectors as TensorBoard histograms, `line` to stdout."""
     if not self.main:
       return
     self.history.append(dict(values, step=step))
     self.jsonl.write(json.dumps(dict(values, step=step)) + "\n")
     self.jsonl.flush()
-    if self.writer:
-      self.writer.scalars(step, {k: v for k, v in values.items() if isinstance(v, (int, float))})
-      self.writer.flush()
+    self.writer.scalars(step, {k: v for k, v in values.items() if isinstance(v, (int, float))})
+    for tag, vector in (histograms or {}).items():
+      self.writer.histogram(step, tag, vector)
+    self.writer.flush()
     if line:
-      print(line, flush=True)
+      if self.bar is not None and not self.bar.disable:
+        self.bar.write(line, file=sys.stdout)
+      else:
+        print(line, flush=True)
 
-  def progress(self, step: int, total: int, t_start: float, first: int):
-    if not self.tty:
-      return
-    done = (step - first) / max(1, total - first)
-    eta = (time.time() - t_start) / max(done, 1e-9) * (1 - done)
-    bar = "#" * int(30 * done)
-    sys.stderr.write(f"\r[{bar:<30}] {step}/{total} eta {eta:.0f}s")
-    sys.stderr.flush()
+  def progress(self, step: int):
+    if self.bar is not None:
+      self.bar.update(step - self.bar.n)
 
   def close(self, plot_path: str | None):
     if not self.main:
       return
-    if self.tty:
-      sys.stderr.write("\n")
+    if self.bar is not None:
+      self.bar.close()
     self.jsonl.close()
-    if self.writer:
-      self.writer.close()
+    self.writer.close()
     if plot_path:
       train = [h for h in self.history if "loss" in h]
       ev = [h for h in self.history if "eval_loss" in h]
@@ -252,6 +257,7 @@ def _loop(cfg, workdir, mcfg, plan, schedule, state, data, ckpt, stop):
   summary = {"first_step": first, "peak_flops": peak, "peak_source": peak_how, "compile_s": []}
   compiled, pending, step, stopped = {}, [], first, False
   t_start = t_mark = time.time()
+  logs.start_progress(first, total)
   while step < total:
     host = next(data)
     check_host_batch(host, mcfg)  # every batch: inside jit a mismatch would splice silently
@@ -273,11 +279,12 @@ def _loop(cfg, workdir, mcfg, plan, schedule, state, data, ckpt, stop):
       values = host_value([p[1] for p in pending])
       dt = (time.time() - t_mark) / len(pending)
       for (s, _, shp), v in zip(pending, values):
-        rec = {k: float(v[k]) for k in step_lib.METRIC_KEYS}
+        rec = {k: float(x) for k, x in v.items() if np.ndim(x) == 0}
+        hist = {k: np.asarray(x) for k, x in v.items() if np.ndim(x) > 0}
         rec.update(_throughput(mcfg, rec, shp, dt, peak, mult, int(cfg.train.batch_size)))
-        logs.write(s, rec, metrics_lib.format_line(s, total, rec) if s == pending[-1][0] else None)
+        logs.write(s, rec, metrics_lib.format_line(s, total, rec) if s == pending[-1][0] else None, hist)
       pending, t_mark = [], time.time()
-    logs.progress(step, total, t_start, first)
+    logs.progress(step)
     if every_eval and (step % every_eval == 0 or step == total):
       eval_batches = eval_batches or _eval_batches(cfg, mel_frames)
       loss = _evaluate(plan, eval_step, state, eval_batches)

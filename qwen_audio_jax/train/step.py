@@ -15,10 +15,12 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from qwen_audio_jax.sharding import partition
-from qwen_audio_jax.train import freeze
+from qwen_audio_jax.train import freeze, grad_stats
 from qwen_audio_jax.train.state import Plan
 
-METRIC_KEYS = ("loss", "tokens", "grad_norm", "lr", "input_tokens", "audio_frames")
+METRIC_KEYS = ("loss", "tokens", "grad_norm", "lr", "input_tokens", "audio_frames")  # always present
+# plus, per tower with trainable leaves, "grad_norm/<tower>" (scalar) and "grad_norms/<tower>" (vector);
+# see `grad_stats.tower_grad_norms`.
 
 
 def _micro_batches(batch: dict, accum: int, mesh) -> dict:
@@ -99,7 +101,8 @@ def make_train_step(plan: Plan, train_cfg, schedule: optax.Schedule | None = Non
     metrics = {"loss": loss, "tokens": n, "grad_norm": optax.global_norm(grads), "lr": jnp.asarray(lr),
                "input_tokens": jnp.sum(batch["attention_mask"]).astype(jnp.float32),
                "audio_frames": jnp.sum(batch["audio_lengths"]).astype(jnp.float32)
-               if "audio_lengths" in batch else jnp.zeros(())}
+               if "audio_lengths" in batch else jnp.zeros(()),
+               **grad_stats.tower_grad_norms(grads)}
     return new, metrics
 
   return _jit(plan, step, donate=True)
