@@ -58,14 +58,16 @@ def test_every_task_prompt_is_batch_invariant(ckpt, clips, dtype):
 def test_no_recompilation_after_warmup(ckpt, tmp_path):
   pipe = Pipeline.from_checkpoint(ckpt, max_batch=8)
   rng = np.random.default_rng(0)
-  pool = [_wav(tmp_path / f"r{k}.wav", float(s), k) for k, s in enumerate(rng.uniform(0.3, 3.9, size=24))]
-  for size in (1, 2, 4, 8):  # warm-up: one request per batch bucket
-    pipe.generate(pool[:size], task="asr", max_new_tokens=6)
+  pool = [_wav(tmp_path / f"r{k}.wav", float(s), k) for k, s in enumerate(rng.uniform(1.3, 3.9, size=24))]
+  short, long = _wav(tmp_path / "short.wav", 1.3, 0), _wav(tmp_path / "long.wav", 3.9, 1)
+  for size in (2, 4, 8):  # warm-up: batch buckets (1 row decodes as 2) × prompt buckets 64 and 128
+    for clip in (short, long):
+      pipe.generate([clip] * size, task="asr", max_new_tokens=6)
   warm = pipe.compiles
   for _ in range(50):
     chosen = list(rng.choice(pool, size=int(rng.integers(1, 9)), replace=False))
     pipe.generate(chosen, task="asr", max_new_tokens=int(rng.integers(1, 7)))
-  assert warm == 4 and pipe.compiles == warm
+  assert warm == 6 and pipe.compiles == warm
 
 
 def test_chat_and_raw_prompts(ckpt, clips):

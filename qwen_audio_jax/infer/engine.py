@@ -130,7 +130,8 @@ class Generator:
       mel, lengths = audio_features(padded, slots, self.cfg.encoder.n_mels)
       frames = audio_lengths.N_FRAMES
       if not self.full_mel_window:  # per-clip results do not depend on frames past 2T + 2 (tested)
-        frames = min(audio_lengths.N_FRAMES, bucket(2 * int(lengths.max()) + 2, MEL_BUCKETS, "mel frames"))
+        need = min(audio_lengths.N_FRAMES, 2 * int(lengths.max()) + 2)
+        frames = bucket(need, MEL_BUCKETS, "mel frames")
       batch["audio_mel"], batch["audio_lengths"] = np.ascontiguousarray(mel[..., :frames]), lengths
     return batch, seq
 
