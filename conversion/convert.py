@@ -55,6 +55,7 @@ def convert(flag: str, path: str, output: str, dtype: str = "float32", overwrite
   cfg = cfg.replace(param_dtype=dtype)
   shapes = checkpoint_io.param_shapes(cfg)
   plan = engine.plan(source, MAPS[flag], cfg, shapes, flag)
+  engine.check_tied(plan)
   log(f"{flag}: {len(plan.matches)} tensors -> {len(shapes)} parameters ({cfg.family}), "
       f"{len(plan.carried)} carried through")
   staging = staging_dir(output)

@@ -1,0 +1,128 @@
+"""Whisper's text decoder (openai `TextDecoder` / transformers `WhisperDecoder`) as a Flax module.
+
+token embedding + learned positions -> scanned pre-LN blocks (causal self-attention, cross-attention over
+the encoder output, GELU MLP) -> ln -> logits = h @ embedding^T (the output projection is tied), in fp32.
+Attention projections: query/value/out with bias, key without (as in the encoder).
+
+The module is cache-agnostic: it takes and returns per-layer arrays; `whisper_decode.py` wraps them in
+`WhisperCache`. Cross-attention keys/values are kept once per clip: `enc` / `cross_kv` have N rows and the
+B token rows are grouped by clip (rows r*G .. r*G + G - 1 belong to clip r, G = B / N), so beams of one
+clip read one copy of its 1500-frame keys/values.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from qwen_audio_jax.model.attention import dot_product_attention
+from qwen_audio_jax.model.config import ModelConfig
+from qwen_audio_jax.model.layers import (DEFAULT_INIT, GeluMlp, LayerNorm, Linear, compute_dtype, constrain,
+                                         embedding, matmul_precision, param_dtype, partitioned, remat, scan_layers)
+
+OUTPUTS = ("logits", "last_logits")
+
+
+class TextAttention(nn.Module):
+  """Self-attention (`cross=False`) or cross-attention (`cross=True`) of one decoder block.
+
+  Self: keys/values of x; with `layer_kv` (k, v) [B, S_max, H, Dh] they are written at slot `index` and
+  attention runs over all S_max slots (`mask` hides later ones). Cross: keys/values are projections of
+  `enc` [N, T, D], or the cached `layer_kv` [N, T, H, Dh] when `enc` is None; no mask (Whisper attends to
+  the whole 30 s window). Returns (output [B, S, D], the keys/values used).
+  """
+
+  cfg: ModelConfig
+  cross: bool
+
+  @nn.compact
+  def __call__(self, x, enc=None, mask=None, index=None, layer_kv=None):
+    tcfg = self.cfg.text_decoder
+    b, s, d = x.shape
+    split = lambda y: y.reshape(y.shape[0], y.shape[1], tcfg.n_heads, tcfg.head_dim)
+    dtype = compute_dtype(self.cfg)
+    q = split(Linear(d, ("embed", "heads"), self.cfg, name="query")(x))
+    if self.cross and enc is None:
+      k, v = layer_kv
+    else:
+      src = enc if self.cross else x
+      k = split(Linear(d, ("embed", "heads"), self.cfg, use_bias=False, name="key")(src))
+      v = split(Linear(d, ("embed", "heads"), self.cfg, name="value")(src))
+      if not self.cross and layer_kv is not None:
+        start = (0, index, 0, 0)
+        k = jax.lax.dynamic_update_slice(layer_kv[0], k.astype(layer_kv[0].dtype), start)
+        v = jax.lax.dynamic_update_slice(layer_kv[1], v.astype(layer_kv[1].dtype), start)
+    if self.cross:  # rows grouped by clip: [B, S] queries -> [N, G * S] against the clip's keys
+      n = k.shape[0]
+      out = dot_product_attention(q.reshape(n, (b // n) * s, tcfg.n_heads, tcfg.head_dim), k.astype(dtype),
+                                  v.astype(dtype), None, tcfg.head_dim**-0.5, matmul_precision(self.cfg))
+    else:
+      out = dot_product_attention(q, k.astype(dtype), v.astype(dtype), mask, tcfg.head_dim**-0.5,
+                                  matmul_precision(self.cfg))
+    out = Linear(d, ("heads", "embed"), self.cfg, name="out")(out.reshape(b, s, d))
+    return out, (k, v)
+
+
+class TextDecoderLayer(nn.Module):
+  """x + SelfAttn(LN(x)); x + CrossAttn(LN(x)); x + MLP(LN(x)). Returns (x, (self kv, cross kv)) for nn.scan;
+  self kv only with a cache, cross kv only when `keep_cross` (prefill) — else None, so nothing is stacked."""
+
+  cfg: ModelConfig
+  keep_cross: bool = False
+
+  @nn.compact
+  def __call__(self, x, enc, mask, index, self_kv, cross_kv):
+    tcfg = self.cfg.text_decoder
+    ln = lambda name: LayerNorm(self.cfg, tcfg.ln_eps, name=name)
+    x = constrain(x)
+    h, new_self = TextAttention(self.cfg, cross=False, name="attn")(ln("attn_ln")(x), mask=mask, index=index,
+                                                                    layer_kv=self_kv)
+    x = x + h
+    h, new_cross = TextAttention(self.cfg, cross=True, name="cross_attn")(ln("cross_attn_ln")(x), enc=enc,
+                                                                          layer_kv=cross_kv)
+    x = x + h
+    x = x + GeluMlp(self.cfg, tcfg.mlp_dim, name="mlp")(ln("mlp_ln")(x))
+    return constrain(x), (new_self if self_kv is not None else None, new_cross if self.keep_cross else None)
+
+
+class WhisperDecoder(nn.Module):
+  """ids [B, S] -> fp32 logits, given the encoder output or cached cross keys/values.
+
+  Call with (ids, enc [N, T, D]) for teacher forcing; add `self_kv` = (k, v) [L, B, S_max, H, Dh] and
+  `index` (slots already written = position of ids[:, 0]) to fill / extend the self-attention cache; pass
+  `cross_kv` = (k, v) [L, N, T, H, Dh] instead of `enc` for later steps; `keep_cross=True` returns the cross
+  keys/values computed from `enc`. Returns (logits [B, S, V] or [B, V] for output="last_logits",
+  new self kv or None, cross kv or None).
+  """
+
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, ids, enc=None, self_kv=None, cross_kv=None, index=None, keep_cross: bool = False,
+               output: str = "logits"):
+    if output not in OUTPUTS:
+      raise ValueError(f"WhisperDecoder output must be one of {OUTPUTS}, got {output!r}")
+    if (enc is None) == (cross_kv is None):
+      raise ValueError("WhisperDecoder: pass exactly one of enc (encoder output) and cross_kv (cached)")
+    tcfg = self.cfg.text_decoder
+    dtype = compute_dtype(self.cfg)
+    b, s = ids.shape
+    embed = embedding(self.cfg, tcfg.vocab_size, tcfg.d_model, ("vocab", "embed"), name="embed")
+    positions = self.param("embed_positions", partitioned(DEFAULT_INIT, ("positions", "embed")),
+                           (tcfg.n_ctx, tcfg.d_model), param_dtype(self.cfg))
+    index = jnp.zeros((), jnp.int32) if index is None else jnp.asarray(index, jnp.int32)
+    x = embed(ids) + jax.lax.dynamic_slice_in_dim(positions, index, s).astype(dtype)[None]
+    n_keys = s if self_kv is None else self_kv[0].shape[2]
+    mask = (jnp.arange(n_keys)[None, :] <= index + jnp.arange(s)[:, None])[None]  # [1, S, keys]: causal
+    layers = scan_layers(remat(TextDecoderLayer, self.cfg.remat_policy), tcfg.n_layers,
+                         in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0, 0))
+    x, (new_self, new_cross) = layers(self.cfg, keep_cross, name="layers")(x, enc, mask, index, self_kv, cross_kv)
+    h = LayerNorm(self.cfg, tcfg.ln_eps, name="ln")(x)
+    if output == "last_logits":
+      h = h[:, -1]
+    logits = jnp.einsum("...d,vd->...v", h.astype(dtype), embed.embedding.astype(dtype),
+                        precision=matmul_precision(self.cfg), preferred_element_type=jnp.float32)
+    if output == "logits":
+      logits = constrain(logits, ("activation_batch", "activation_length", "activation_vocab"))
+    return logits, new_self, new_cross
