@@ -7,7 +7,6 @@ QWEN_AUDIO_WHISPER_TIKTOKEN=/path/to/multilingual.tiktoken (openai-whisper's ass
 on the real vocabulary too (transformers side built with its TikTokenConverter).
 """
 
-import base64
 import json
 import os
 
@@ -16,6 +15,7 @@ import pytest
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
+from conversion import tiny_models  # noqa: E402
 from qwen_audio_jax.tokenizer import SEED_TEXTS, SpecialTokenError, TokenizerError, VocabFileError  # noqa: E402
 from qwen_audio_jax.tokenizer import whisper_specials as ws  # noqa: E402
 from qwen_audio_jax.tokenizer.whisper import get_whisper_tokenizer, whisper_prompt  # noqa: E402
@@ -28,36 +28,11 @@ TEXTS = SEED_TEXTS[:6] + (
 PROMPTS = [("en", "transcribe", False), ("de", "translate", True), ("haw", "transcribe", False), ("ja", "translate", False)]
 
 
-def _byte_decoder():
-  from transformers.convert_slow_tokenizer import bytes_to_unicode  # pylint: disable=import-outside-toplevel
-  return {c: b for b, c in bytes_to_unicode().items()}
-
-
-def _write_vocab(directory, n_languages=99):
-  """Trains a 600-token byte-level BPE on the seed texts; writes tokenizer.json (+ Whisper specials as added
-  tokens: time tokens not special, as in transformers' files) and vocab.tiktoken. Returns (json, tiktoken)."""
-  tok = tokenizers.Tokenizer(tokenizers.models.BPE())
-  tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tok.decoder = tokenizers.decoders.ByteLevel()
-  trainer = tokenizers.trainers.BpeTrainer(vocab_size=600, initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
-                                           show_progress=False)
-  tok.train_from_iterator(list(SEED_TEXTS) * 3, trainer)
-  decode = _byte_decoder()
-  ranks = {bytes(decode[c] for c in token): i for token, i in tok.get_vocab().items()}
-  tok.add_tokens([tokenizers.AddedToken(s, special=not ws.TIMESTAMP_RE.fullmatch(s), normalized=False)
-                  for s in ws.openai_specials(n_languages)])
-  os.makedirs(directory, exist_ok=True)
-  tok.save(os.path.join(directory, "tokenizer.json"))
-  with open(os.path.join(directory, "vocab.tiktoken"), "wb") as f:
-    f.writelines(base64.b64encode(t) + b" %d\n" % r for t, r in sorted(ranks.items(), key=lambda x: x[1]))
-  return os.path.join(directory, "tokenizer.json"), os.path.join(directory, "vocab.tiktoken"), len(ranks)
-
-
 @pytest.fixture(scope="module")
 def vocab(tmp_path_factory):
   """(transformers WhisperTokenizer, ours from tokenizer.json, ours from .tiktoken, BPE ranks)."""
   d = tmp_path_factory.mktemp("wtok")
-  json_path, tiktoken_path, n_ranks = _write_vocab(str(d))
+  json_path, tiktoken_path, n_ranks = tiny_models.whisper_vocab(str(d))
   hf = transformers.WhisperTokenizer.from_pretrained(str(d))
   n_vocab = n_ranks + len(ws.openai_specials(99))
   return hf, get_whisper_tokenizer(json_path), get_whisper_tokenizer(tiktoken_path, n_vocab), n_ranks
@@ -105,7 +80,7 @@ def test_decode_drops_a_previous_text_prompt(vocab):
 
 def test_checkpoint_directory_and_errors(vocab, tmp_path):
   _, _, _, n = vocab
-  json_path, tiktoken_path, _ = _write_vocab(str(tmp_path / "v"))
+  json_path, tiktoken_path, _ = tiny_models.whisper_vocab(str(tmp_path / "v"))
   ckpt = tmp_path / "ckpt"
   (ckpt / "source_assets").mkdir(parents=True)
   os.rename(json_path, ckpt / "source_assets" / "tokenizer.json")
