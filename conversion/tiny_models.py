@@ -63,7 +63,8 @@ def whisper_vocab(directory: str, n_languages: int = 99, size: int = 600) -> tup
   tok = tokenizers.Tokenizer(tokenizers.models.BPE())
   tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.decoder = tokenizers.decoders.ByteLevel()
-  tok.train_from_iterator(list(SEED_TEXTS) * 3, tokenizers.trainers.BpeTrainer(
+  symbols = [" (laughs) [music] - 'quoted' <<>> ♪♪ \"says\" (( ))"] * 20  # " (", " -", " '" become tokens
+  tok.train_from_iterator(list(SEED_TEXTS) * 3 + symbols, tokenizers.trainers.BpeTrainer(
       vocab_size=size, initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
   to_byte = {c: b for b, c in bytes_to_unicode().items()}
   ranks = {bytes(to_byte[c] for c in token): i for token, i in tok.get_vocab().items()}

@@ -99,7 +99,13 @@ def test_openai_checkpoint_with_its_vocabulary(vocab, openai_pt, tmp_path):
   assert g["lang_to_id"]["<|de|>"] == tok.languages["de"] and g["task_to_id"]["translate"] == tok.translate
   assert g["begin_suppress_tokens"] == tok.encode(" ") + [tok.eot] and g["max_initial_timestamp_index"] == 50
   assert set(tok.non_speech_tokens()) < set(g["suppress_tokens"]) and tok.sot in g["suppress_tokens"]
-  assert tok.encode(" (") [0] in g["suppress_tokens"] and tok.encode(",")[0] not in g["suppress_tokens"]
+  # Non-speech symbols: alone and after a space when one token; " -" / " '" only at a word start; the
+  # first byte of a music note; ordinary punctuation and words stay.
+  single = {s: tok.encode(s) for s in (" (", "(", " -", " '", " [", "<<", " ♪♪", "-", ",", " the")}
+  assert all(len(ids) == 1 for ids in single.values()), single  # preconditions of this vocabulary
+  non_speech = set(tok.non_speech_tokens())
+  assert {single[s][0] for s in (" (", "(", " -", " '", " [", "<<", " ♪♪")} <= non_speech
+  assert tok.encode("♫")[0] in non_speech and not {single[s][0] for s in ("-", ",", " the")} & non_speech
 
 
 def test_openai_checkpoint_without_vocabulary(vocab, openai_pt, tmp_path, monkeypatch):
