@@ -132,24 +132,32 @@ def prefill(params, cfg: ModelConfig, mel: jax.Array, prompt_ids: jax.Array,
   check_inputs(cfg, np.shape(mel), np.shape(prompt_ids), max_length)
   _check_ids(cfg, prompt_ids)
   dtype = jnp.dtype(cfg.dtype)
-  empty = jnp.zeros(_kv_shape(cfg, np.shape(prompt_ids)[0], max_length), dtype)
   logits, (k, v), (ck, cv) = _decoder(params, cfg, jnp.asarray(prompt_ids, jnp.int32), encode(params, cfg, mel),
-                                      self_kv=(empty, empty), keep_cross=True, output="last_logits")
-  cache = WhisperCache(self_k=k, self_v=v, cross_k=ck.astype(dtype), cross_v=cv.astype(dtype),
-                       index=jnp.asarray(np.shape(prompt_ids)[1], jnp.int32))
+                                      keep_kv=True, output="last_logits")
+  empty = jnp.zeros(_kv_shape(cfg, np.shape(prompt_ids)[0], max_length), dtype)
+  cache = WhisperCache(self_k=_store(empty, k, 0), self_v=_store(empty, v, 0), cross_k=ck.astype(dtype),
+                       cross_v=cv.astype(dtype), index=jnp.asarray(np.shape(prompt_ids)[1], jnp.int32))
   return logits, cache
+
+
+def _store(cache: jax.Array, new: jax.Array, index) -> jax.Array:
+  """Writes new [L, B, S, H, Dh] at slot `index` (in place when the cache buffer is donated / a loop carry)."""
+  return jax.lax.dynamic_update_slice(cache, new.astype(cache.dtype), (0, 0, index, 0, 0))
 
 
 def step(params, cfg: ModelConfig, tokens: jax.Array, cache: WhisperCache) -> tuple[jax.Array, WhisperCache]:
   """Feeds one token per row (tokens [B]); returns (fp32 logits [B, V] for the next token, cache).
 
   The cache must have room (index < max_length): checked when the index is concrete; under jit the
-  caller stops at max_length (a full cache would otherwise overwrite its last slot).
+  caller stops at max_length (a full cache would otherwise overwrite its last slot). The caches are read
+  once and the new keys/values written in place when the cache is a loop carry or donated (in a Python
+  loop: jax.jit(step, static_argnames="cfg", donate_argnames="cache")).
   """
   if not isinstance(cache.index, jax.core.Tracer) and int(cache.index) >= cache.max_length:
     raise ValueError(f"whisper_decode.step: cache full ({int(cache.index)} of {cache.max_length} slots)")
   _check_ids(cfg, tokens)
   logits, (k, v), _ = _decoder(params, cfg, jnp.asarray(tokens, jnp.int32)[:, None], None,
                                self_kv=(cache.self_k, cache.self_v), cross_kv=(cache.cross_k, cache.cross_v),
-                               index=cache.index, output="last_logits")
-  return logits, cache.replace(self_k=k, self_v=v, index=cache.index + 1)
+                               index=cache.index, keep_kv=True, output="last_logits")
+  return logits, cache.replace(self_k=_store(cache.self_k, k, cache.index),
+                               self_v=_store(cache.self_v, v, cache.index), index=cache.index + 1)

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from qwen_audio_jax.model.attention import dot_product_attention
+from qwen_audio_jax.model.attention import MASKED, dot_product_attention
 from qwen_audio_jax.model.config import ModelConfig
 from qwen_audio_jax.model.layers import (DEFAULT_INIT, GeluMlp, LayerNorm, Linear, compute_dtype, constrain,
                                          embedding, matmul_precision, param_dtype, partitioned, remat, scan_layers)
@@ -24,24 +24,46 @@ from qwen_audio_jax.model.layers import (DEFAULT_INIT, GeluMlp, LayerNorm, Linea
 OUTPUTS = ("logits", "last_logits")
 
 
+def cached_attention(q, k_new, v_new, cache, index, scale: float, precision=None):
+  """Causal attention of the new tokens over the cached slots [0, index) and themselves, reading the cache
+  without writing it (the caller stores k_new/v_new at `index` once, in place).
+
+  q, k_new, v_new [B, S, H, Dh]; cache (k, v) [B, S_max, H, Dh] or None (nothing cached). Scores in fp32,
+  one softmax over both blocks. Returns [B, S, H, Dh] in v's dtype.
+  """
+  s = q.shape[1]
+  causal = (jnp.arange(s)[None, :] <= jnp.arange(s)[:, None])[None, None]  # [1, 1, S, S]
+  scores = jnp.einsum("bqhd,bkhd->bhqk", q, k_new, precision=precision, preferred_element_type=jnp.float32)
+  scores = jnp.where(causal, scores * scale, MASKED)
+  if cache is None:
+    probs = jax.nn.softmax(scores, axis=-1).astype(v_new.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, v_new, precision=precision)
+  k_c, v_c = cache
+  old = jnp.einsum("bqhd,bkhd->bhqk", q, k_c, precision=precision, preferred_element_type=jnp.float32)
+  old = jnp.where((jnp.arange(k_c.shape[1]) < index)[None, None, None], old * scale, MASKED)
+  probs = jax.nn.softmax(jnp.concatenate([old, scores], axis=-1), axis=-1).astype(v_new.dtype)
+  return (jnp.einsum("bhqk,bkhd->bqhd", probs[..., :k_c.shape[1]], v_c, precision=precision)
+          + jnp.einsum("bhqk,bkhd->bqhd", probs[..., k_c.shape[1]:], v_new, precision=precision))
+
+
 class TextAttention(nn.Module):
   """Self-attention (`cross=False`) or cross-attention (`cross=True`) of one decoder block.
 
-  Self: keys/values of x; with `layer_kv` (k, v) [B, S_max, H, Dh] they are written at slot `index` and
-  attention runs over all S_max slots (`mask` hides later ones). Cross: keys/values are projections of
-  `enc` [N, T, D], or the cached `layer_kv` [N, T, H, Dh] when `enc` is None; no mask (Whisper attends to
-  the whole 30 s window). Returns (output [B, S, D], the keys/values used).
+  Self: causal over `layer_kv` (k, v) [B, S_max, H, Dh] slots [0, index) (None: nothing cached) and the new
+  tokens. Cross: keys/values are projections of `enc` [N, T, D], or the cached `layer_kv` [N, T, H, Dh]
+  when `enc` is None; no mask (Whisper attends to the whole 30 s window). Returns (output [B, S, D],
+  self: this call's keys/values [B, S, H, Dh]; cross: the keys/values used).
   """
 
   cfg: ModelConfig
   cross: bool
 
   @nn.compact
-  def __call__(self, x, enc=None, mask=None, index=None, layer_kv=None):
+  def __call__(self, x, enc=None, index=None, layer_kv=None):
     tcfg = self.cfg.text_decoder
     b, s, d = x.shape
     split = lambda y: y.reshape(y.shape[0], y.shape[1], tcfg.n_heads, tcfg.head_dim)
-    dtype = compute_dtype(self.cfg)
+    dtype, precision, scale = compute_dtype(self.cfg), matmul_precision(self.cfg), tcfg.head_dim**-0.5
     q = split(Linear(d, ("embed", "heads"), self.cfg, name="query")(x))
     if self.cross and enc is None:
       k, v = layer_kv
@@ -49,57 +71,57 @@ class TextAttention(nn.Module):
       src = enc if self.cross else x
       k = split(Linear(d, ("embed", "heads"), self.cfg, use_bias=False, name="key")(src))
       v = split(Linear(d, ("embed", "heads"), self.cfg, name="value")(src))
-      if not self.cross and layer_kv is not None:
-        start = (0, index, 0, 0)
-        k = jax.lax.dynamic_update_slice(layer_kv[0], k.astype(layer_kv[0].dtype), start)
-        v = jax.lax.dynamic_update_slice(layer_kv[1], v.astype(layer_kv[1].dtype), start)
     if self.cross:  # rows grouped by clip: [B, S] queries -> [N, G * S] against the clip's keys
       n = k.shape[0]
       out = dot_product_attention(q.reshape(n, (b // n) * s, tcfg.n_heads, tcfg.head_dim), k.astype(dtype),
-                                  v.astype(dtype), None, tcfg.head_dim**-0.5, matmul_precision(self.cfg))
+                                  v.astype(dtype), None, scale, precision)
     else:
-      out = dot_product_attention(q, k.astype(dtype), v.astype(dtype), mask, tcfg.head_dim**-0.5,
-                                  matmul_precision(self.cfg))
+      cache = None if layer_kv is None else (layer_kv[0].astype(dtype), layer_kv[1].astype(dtype))
+      out = cached_attention(q, k, v, cache, index, scale, precision)
     out = Linear(d, ("heads", "embed"), self.cfg, name="out")(out.reshape(b, s, d))
     return out, (k, v)
 
 
 class TextDecoderLayer(nn.Module):
-  """x + SelfAttn(LN(x)); x + CrossAttn(LN(x)); x + MLP(LN(x)). Returns (x, (self kv, cross kv)) for nn.scan;
-  self kv only with a cache, cross kv only when `keep_cross` (prefill) — else None, so nothing is stacked."""
+  """x + SelfAttn(LN(x)); x + CrossAttn(LN(x)); x + MLP(LN(x)). Returns (x, (self kv, cross kv)) for nn.scan:
+  with `keep_kv`, this call's self keys/values [B, S, H, Dh] and the cross keys/values computed from `enc`;
+  else None, so nothing is stacked."""
 
   cfg: ModelConfig
-  keep_cross: bool = False
+  keep_kv: bool = False
 
   @nn.compact
-  def __call__(self, x, enc, mask, index, self_kv, cross_kv):
+  def __call__(self, x, enc, index, self_kv, cross_kv):
     tcfg = self.cfg.text_decoder
     ln = lambda name: LayerNorm(self.cfg, tcfg.ln_eps, name=name)
     x = constrain(x)
-    h, new_self = TextAttention(self.cfg, cross=False, name="attn")(ln("attn_ln")(x), mask=mask, index=index,
-                                                                    layer_kv=self_kv)
+    h, new_self = TextAttention(self.cfg, cross=False, name="attn")(ln("attn_ln")(x), index=index, layer_kv=self_kv)
     x = x + h
     h, new_cross = TextAttention(self.cfg, cross=True, name="cross_attn")(ln("cross_attn_ln")(x), enc=enc,
                                                                           layer_kv=cross_kv)
     x = x + h
     x = x + GeluMlp(self.cfg, tcfg.mlp_dim, name="mlp")(ln("mlp_ln")(x))
-    return constrain(x), (new_self if self_kv is not None else None, new_cross if self.keep_cross else None)
+    if not self.keep_kv:
+      return constrain(x), (None, None)
+    return constrain(x), (new_self, new_cross if enc is not None else None)
 
 
 class WhisperDecoder(nn.Module):
   """ids [B, S] -> fp32 logits, given the encoder output or cached cross keys/values.
 
-  Call with (ids, enc [N, T, D]) for teacher forcing; add `self_kv` = (k, v) [L, B, S_max, H, Dh] and
-  `index` (slots already written = position of ids[:, 0]) to fill / extend the self-attention cache; pass
-  `cross_kv` = (k, v) [L, N, T, H, Dh] instead of `enc` for later steps; `keep_cross=True` returns the cross
-  keys/values computed from `enc`. Returns (logits [B, S, V] or [B, V] for output="last_logits",
-  new self kv or None, cross kv or None).
+  Call with (ids, enc [N, T, D]) for teacher forcing. For cached decoding pass `index` (tokens already
+  cached = position of ids[:, 0]), `self_kv` = (k, v) [L, B, S_max, H, Dh] holding slots [0, index) (None
+  when nothing is cached), `cross_kv` = (k, v) [L, N, T, H, Dh] instead of `enc` after the first call, and
+  `keep_kv=True`: the call then also returns its own keys/values [L, B, S, H, Dh] (for the caller to store
+  at `index`) and the cross keys/values computed from `enc` (None when given). The caches are only read,
+  so a step costs one pass over them, not a rewrite. Returns (logits [B, S, V], or [B, V] for
+  output="last_logits"; new self kv or None; cross kv or None).
   """
 
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, ids, enc=None, self_kv=None, cross_kv=None, index=None, keep_cross: bool = False,
+  def __call__(self, ids, enc=None, self_kv=None, cross_kv=None, index=None, keep_kv: bool = False,
                output: str = "logits"):
     if output not in OUTPUTS:
       raise ValueError(f"WhisperDecoder output must be one of {OUTPUTS}, got {output!r}")
@@ -113,11 +135,9 @@ class WhisperDecoder(nn.Module):
                            (tcfg.n_ctx, tcfg.d_model), param_dtype(self.cfg))
     index = jnp.zeros((), jnp.int32) if index is None else jnp.asarray(index, jnp.int32)
     x = embed(ids) + jax.lax.dynamic_slice_in_dim(positions, index, s).astype(dtype)[None]
-    n_keys = s if self_kv is None else self_kv[0].shape[2]
-    mask = (jnp.arange(n_keys)[None, :] <= index + jnp.arange(s)[:, None])[None]  # [1, S, keys]: causal
     layers = scan_layers(remat(TextDecoderLayer, self.cfg.remat_policy), tcfg.n_layers,
-                         in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0, 0))
-    x, (new_self, new_cross) = layers(self.cfg, keep_cross, name="layers")(x, enc, mask, index, self_kv, cross_kv)
+                         in_axes=(nn.broadcast, nn.broadcast, 0, 0))
+    x, (new_self, new_cross) = layers(self.cfg, keep_kv, name="layers")(x, enc, index, self_kv, cross_kv)
     h = LayerNorm(self.cfg, tcfg.ln_eps, name="ln")(x)
     if output == "last_logits":
       h = h[:, -1]
