@@ -25,7 +25,8 @@ TEXTS = SEED_TEXTS[:6] + (
     "  leading spaces\n\nnewlines\t tab 😀👍🏽 ¿Qué tal? 안녕하세요 今天天气很好",
     " I'm here, you're there, it'll be fine; 3:45 pm, 1234567",
 )
-PROMPTS = [("en", "transcribe", False), ("de", "translate", True), ("haw", "transcribe", False), ("ja", "translate", False)]
+PROMPTS = [("en", "transcribe", False), ("de", "translate", True), ("haw", "transcribe", False),
+           ("ja", "translate", False)]
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,8 @@ clip read one copy of its 1500-frame keys/values.
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -29,21 +31,23 @@ def cached_attention(q, k_new, v_new, cache, index, scale: float, precision=None
   without writing it (the caller stores k_new/v_new at `index` once, in place).
 
   q, k_new, v_new [B, S, H, Dh]; cache (k, v) [B, S_max, H, Dh] or None (nothing cached). Scores in fp32,
-  one softmax over both blocks. Returns [B, S, H, Dh] in v's dtype.
+  one softmax over both blocks, normalised after the value product (as `dot_product_attention`, so that
+  bf16 results do not depend on the batch size). Returns [B, S, H, Dh] in v's dtype.
   """
   s = q.shape[1]
+  logits = lambda k: jnp.einsum("bqhd,bkhd->bhqk", q, k, precision=precision,
+                                preferred_element_type=jnp.float32) * scale
   causal = (jnp.arange(s)[None, :] <= jnp.arange(s)[:, None])[None, None]  # [1, 1, S, S]
-  scores = jnp.einsum("bqhd,bkhd->bhqk", q, k_new, precision=precision, preferred_element_type=jnp.float32)
-  scores = jnp.where(causal, scores * scale, MASKED)
-  if cache is None:
-    probs = jax.nn.softmax(scores, axis=-1).astype(v_new.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", probs, v_new, precision=precision)
-  k_c, v_c = cache
-  old = jnp.einsum("bqhd,bkhd->bhqk", q, k_c, precision=precision, preferred_element_type=jnp.float32)
-  old = jnp.where((jnp.arange(k_c.shape[1]) < index)[None, None, None], old * scale, MASKED)
-  probs = jax.nn.softmax(jnp.concatenate([old, scores], axis=-1), axis=-1).astype(v_new.dtype)
-  return (jnp.einsum("bhqk,bkhd->bqhd", probs[..., :k_c.shape[1]], v_c, precision=precision)
-          + jnp.einsum("bhqk,bkhd->bqhd", probs[..., k_c.shape[1]:], v_new, precision=precision))
+  blocks = [(jnp.where(causal, logits(k_new), MASKED), v_new)]
+  if cache is not None:
+    slots = (jnp.arange(cache[0].shape[1]) < index)[None, None, None]
+    blocks.insert(0, (jnp.where(slots, logits(cache[0]), MASKED), cache[1]))
+  top = functools.reduce(jnp.maximum, [jnp.max(sc, axis=-1, keepdims=True) for sc, _ in blocks])
+  weights = [jnp.exp(sc - top) for sc, _ in blocks]
+  total = sum(jnp.sum(w, axis=-1) for w in weights)  # [B, H, S]
+  out = sum(jnp.einsum("bhqk,bkhd->bqhd", w.astype(v.dtype), v, precision=precision,
+                       preferred_element_type=jnp.float32) for w, (_, v) in zip(weights, blocks))
+  return (out / jnp.transpose(total, (0, 2, 1))[..., None]).astype(v_new.dtype)
 
 
 class TextAttention(nn.Module):
