@@ -73,6 +73,20 @@ def test_special_ids_follow_openai_layout(vocab):
   assert ws.openai_layout(51864) == (50256, 99) and ws.openai_layout(96) is None
 
 
+def test_tokenizer_json_without_time_tokens(vocab, tmp_path):
+  """Older transformers exports list no time tokens: they follow <|notimestamps|>, as openai numbers them."""
+  hf, full, _, _ = vocab
+  json_path, _, _ = tiny_models.whisper_vocab(str(tmp_path), time_tokens=False)
+  tok = get_whisper_tokenizer(json_path)
+  assert (tok.vocab_size, tok.timestamp_begin) == (full.vocab_size, full.no_timestamps + 1)
+  ids = whisper_prompt(tok, "en", "transcribe", True) + [tok.timestamp_id(0.0)] + tok.encode(" Hello there") + [
+      tok.timestamp_id(1.24), tok.eot]
+  assert tok.decode(ids, keep_timestamps=True) == full.decode(ids, keep_timestamps=True)
+  assert "<|1.24|>Hello" not in tok.decode(ids) and tok.decode(ids, keep_timestamps=True).endswith(
+      "<|0.00|> Hello there<|1.24|><|endoftext|>")
+  assert tok.decode(ids, skip_special_tokens=True) == " Hello there" == hf.decode(ids, skip_special_tokens=True)
+
+
 def test_decode_drops_a_previous_text_prompt(vocab):
   hf, tok, _, _ = vocab
   ids = [tok.sot_prev] + tok.encode(" earlier words") + whisper_prompt(tok) + tok.encode(" now") + [tok.eot]
