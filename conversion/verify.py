@@ -50,7 +50,8 @@ def sample_mel(n_mels: int, audio_path: str | None = None, seconds: float = 30.0
 def sample_ids(cfg, ref: reference_lib.Reference, seq_len: int, n_audio: int = 0, seed: int = 0) -> np.ndarray:
   """[1, S] seeded text ids; audio LLMs get one span of `n_audio` placeholders (+ v1 tags) inside."""
   rng = np.random.default_rng(seed)
-  hi = min(cfg.decoder.vocab_size, 151643)  # ordinary (non-special) ids
+  vocab = (cfg.decoder or cfg.text_decoder).vocab_size
+  hi = min(vocab, 151643 if cfg.decoder else 50257)  # ordinary (non-special) ids
   text = lambda n: list(rng.integers(0, hi, size=n))
   if ref.audio_ids is None:
     return np.array([text(seq_len)])
@@ -86,10 +87,11 @@ def compare(directory: str, ref: reference_lib.Reference, audio_path: str | None
             seq_len: int = 16, seed: int = 0) -> dict[str, dict[str, float]]:
   """Runs both sides; returns {"encoder": {...}, "logits": {...}} (whichever the family has).
 
-  Whisper: the encoder output of the whole 30 s window. Audio LLMs: the clip's n projected frames, and
-  the logits of a prompt holding the clip.
+  Whisper: the encoder output of the whole 30 s window and, with the text decoder, the teacher-forced
+  logits of seeded token ids. Audio LLMs: the clip's n projected frames, and the logits of a prompt
+  holding the clip.
   """
-  from qwen_audio_jax.model import Model, forward  # pylint: disable=import-outside-toplevel
+  from qwen_audio_jax.model import Model, forward, whisper_decode  # pylint: disable=import-outside-toplevel
   from qwen_audio_jax.model.splice import features_per_audio  # pylint: disable=import-outside-toplevel
   cfg, params = jax_model(directory)
   report, mel, frames, n_audio = {}, None, None, 0
@@ -104,7 +106,12 @@ def compare(directory: str, ref: reference_lib.Reference, audio_path: str | None
     if ours.shape != theirs.shape:
       raise ConversionError(f"encoder output shapes differ: ours {ours.shape}, reference {theirs.shape}")
     report["encoder"] = {"max_abs": float(np.max(np.abs(ours - theirs))), "ref_scale": float(np.max(np.abs(theirs)))}
-  if ref.logits is not None:
+  if ref.logits is not None and cfg.family == "whisper":
+    if cfg.text_decoder is not None:  # an older encoder-only conversion has no decoder to compare
+      ids = sample_ids(cfg, ref, seq_len, seed=seed)
+      ours = np.asarray(whisper_decode.forward_logits(params, cfg, mel, ids))[0]
+      report["logits"] = logit_stats(ours, ref.logits(ids, mel, frames))
+  elif ref.logits is not None:
     ids = sample_ids(cfg, ref, seq_len, n_audio, seed)
     audio = {} if mel is None else {"audio_mel": mel, "audio_lengths": np.array([frames])}
     ours = np.asarray(forward(params, cfg, ids, **audio))[0]

@@ -185,8 +185,16 @@ SPEC_SHAPES = {  # spec §2.7 / §3.5 / §8 (PyTorch layout)
                        "language_model.model.embed_tokens.weight": (156032, 4096),
                        "language_model.model.layers.0.mlp.gate_proj.weight": (11008, 4096),
                        "language_model.lm_head.weight": (156032, 4096)},
-    "openai-whisper": {"encoder.blocks.31.mlp.0.weight": (5120, 1280), "encoder.ln_post.bias": (1280,)},
-    "hf-whisper": {"model.encoder.conv1.weight": (1280, 128, 3), "model.encoder.layer_norm.weight": (1280,)},
+    "openai-whisper": {"encoder.blocks.31.mlp.0.weight": (5120, 1280), "encoder.ln_post.bias": (1280,),
+                       "decoder.token_embedding.weight": (51865, 1280), "decoder.positional_embedding": (448, 1280),
+                       "decoder.blocks.31.cross_attn.key.weight": (1280, 1280),
+                       "decoder.blocks.0.cross_attn.query.bias": (1280,), "decoder.blocks.0.mlp.0.weight": (5120, 1280),
+                       "decoder.ln.bias": (1280,)},
+    "hf-whisper": {"model.encoder.conv1.weight": (1280, 128, 3), "model.encoder.layer_norm.weight": (1280,),
+                   "model.decoder.embed_tokens.weight": (51866, 1280),
+                   "model.decoder.embed_positions.weight": (448, 1280),
+                   "model.decoder.layers.31.encoder_attn.k_proj.weight": (1280, 1280),
+                   "model.decoder.layers.0.fc2.weight": (1280, 5120), "model.decoder.layer_norm.weight": (1280,)},
     "hf-qwen": {"transformer.wte.weight": (151936, 4096), "transformer.h.0.attn.c_proj.weight": (4096, 4096)},
 }
 
@@ -203,10 +211,12 @@ def test_maps_cover_the_real_models_with_spec_shapes(flag):
   for name, shape in SPEC_SHAPES[flag].items():
     assert names[name] == shape, name
   # Tensor counts: 15 per encoder block + 7 top (+3 projector/bos-eos or +2 projector); 8 (v1) or 12 per
-  # LLM block + 3 top.
+  # LLM block + 3 top; Whisper's text decoder: 24 per block (15 + 9 cross-attention) + 4 top.
   n_tensors = {"hf-qwen": 32 * 8 + 3, "hf-qwen-audio": 32 * 15 + 10 + 32 * 8 + 3,
                "hf-qwen2-audio": 32 * 15 + 9 + 32 * 12 + 3}
-  assert len(names) == n_tensors.get(flag, 32 * 15 + 7)
+  assert len(names) == n_tensors.get(flag, 32 * 15 + 7 + 32 * 24 + 4)
+  if "whisper" in flag:  # Whisper's key projections have no bias (encoder, self- and cross-attention)
+    assert not any(n.endswith(("key.bias", "k_proj.bias")) for n in names)
 
 
 class _FakeSource:
@@ -222,7 +232,8 @@ class _FakeSource:
 
 def test_missing_openai_positional_buffer_is_recomputed():
   cfg = hf_configs.whisper_from_dims(dict(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=4,
-                                          n_audio_layer=2), "dims")
+                                          n_audio_layer=2, n_vocab=96, n_text_ctx=32, n_text_state=64,
+                                          n_text_head=4, n_text_layer=2), "dims")
   shapes = checkpoint_io.param_shapes(cfg)
   rules = engine.active_rules(MAPS["openai-whisper"], shapes)
   names = {r.name(i): engine.expected_source_shape(r, shapes, cfg)

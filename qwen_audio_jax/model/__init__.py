@@ -1,7 +1,8 @@
-"""The model: configs, the Flax Linen modules, parameter trees, KV cache and loss."""
+"""The model: configs, the Flax Linen modules, parameter trees, KV cache, loss and Whisper decoding."""
 
-from qwen_audio_jax.model.config import (PRESETS, DecoderConfig, EncoderConfig, ModelConfig, from_dict, get_config,
-                                         to_dict)
+from qwen_audio_jax.model import whisper_decode
+from qwen_audio_jax.model.config import (PRESETS, DecoderConfig, EncoderConfig, ModelConfig, WhisperDecoderConfig,
+                                         from_dict, get_config, to_dict)
 from qwen_audio_jax.model.kv_cache import KVCache, abstract_cache, init_cache
 from qwen_audio_jax.model.loss import loss_fn
 from qwen_audio_jax.model.multimodal import Model, check_config, forward
@@ -16,6 +17,7 @@ __all__ = [
     "Model",
     "ModelConfig",
     "PRESETS",
+    "WhisperDecoderConfig",
     "abstract_cache",
     "abstract_params",
     "check_audio_placeholders",
@@ -29,4 +31,5 @@ __all__ = [
     "logical_axes",
     "loss_fn",
     "to_dict",
+    "whisper_decode",
 ]

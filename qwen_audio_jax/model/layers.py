@@ -75,6 +75,19 @@ class Linear(nn.Module):
     return y
 
 
+class GeluMlp(nn.Module):
+  """Whisper's MLP: fc2(GELU(fc1(x))), exact (erf) GELU, both with bias; output width = input width."""
+
+  cfg: ModelConfig
+  mlp_dim: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h = Linear(self.mlp_dim, ("embed", "mlp"), self.cfg, name="fc1")(x)
+    h = jax.nn.gelu(h, approximate=False)
+    return Linear(x.shape[-1], ("mlp", "embed"), self.cfg, name="fc2")(h)
+
+
 class LayerNorm(nn.Module):
   """LayerNorm with scale and bias, computed in float32, returned in the compute dtype."""
 
