@@ -11,6 +11,7 @@ single or sharded safetensors / pytorch_model*.bin. Any problem -> one line on s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -24,6 +25,7 @@ from conversion.errors import ConversionError  # noqa: E402
 from conversion.maps import MAPS  # noqa: E402
 from conversion.readers import TensorSource  # noqa: E402
 from qwen_audio_jax import checkpoint_io  # noqa: E402
+from qwen_audio_jax.model.config import ModelConfig, unpadded  # noqa: E402
 
 
 def staging_dir(output: str) -> str:
@@ -46,15 +48,27 @@ def open_source(flag: str, path: str):
   return source, cfg, raw
 
 
+def pad_vocab(cfg: ModelConfig, vocab_pad_to: int) -> ModelConfig:
+  """`cfg` with the LLM's vocabulary rows padded to a multiple of `vocab_pad_to` (1: unchanged)."""
+  if vocab_pad_to == 1:
+    return cfg
+  if vocab_pad_to < 1:
+    raise ConversionError(f"--vocab_pad_to={vocab_pad_to} must be >= 1")
+  if cfg.decoder is None:
+    raise ConversionError(f"--vocab_pad_to={vocab_pad_to}: a {cfg.family} checkpoint has no vocabulary")
+  return cfg.replace(decoder=dataclasses.replace(cfg.decoder, vocab_pad_to=vocab_pad_to))
+
+
 def convert(flag: str, path: str, output: str, dtype: str = "float32", overwrite: bool = False,
-            log=print) -> str:
-  """Converts one source checkpoint; returns the output directory."""
+            log=print, vocab_pad_to: int = 1) -> str:
+  """Converts one source checkpoint; returns the output directory. With `vocab_pad_to` > 1 the
+  embedding and lm_head get zero rows up to a multiple of it (the config records the true vocab_size)."""
   if os.path.exists(output) and not overwrite:
     raise ConversionError(f"--output={output} already exists (pass --overwrite to replace it)")
   source, cfg, raw = open_source(flag, path)
-  cfg = cfg.replace(param_dtype=dtype)
-  shapes = checkpoint_io.param_shapes(cfg)
-  plan = engine.plan(source, MAPS[flag], cfg, shapes, flag)
+  cfg = pad_vocab(cfg.replace(param_dtype=dtype), vocab_pad_to)
+  shapes = checkpoint_io.param_shapes(cfg)  # the padded tree; the source matches the unpadded one
+  plan = engine.plan(source, MAPS[flag], unpadded(cfg), checkpoint_io.param_shapes(unpadded(cfg)), flag)
   log(f"{flag}: {len(plan.matches)} tensors -> {len(shapes)} parameters ({cfg.family}), "
       f"{len(plan.carried)} carried through")
   staging = staging_dir(output)
@@ -91,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--qwen", help="compose: Qwen-7B folder (its own naming)")
   p.add_argument("--seed", type=int, default=0, help="compose: seed of the new projector/bos-eos/vocab rows")
   p.add_argument("--vocab_size", type=int, default=None, help="compose: LLM vocabulary after adding audio rows")
+  p.add_argument("--vocab_pad_to", type=int, default=1,
+                 help="pad the LLM's embedding/lm_head rows with zeros to a multiple of this (e.g. 128 x tensor)")
   p.add_argument("--verify", action="store_true", help="run conversion/verify.py against --input afterwards")
   return p
 
@@ -105,11 +121,11 @@ def main(argv=None) -> int:
       if args.verify:
         raise ConversionError("--verify is not available for --source=compose (no single reference)")
       compose.compose(args.whisper, args.qwen, args.output, args.dtype, args.seed, args.vocab_size,
-                      overwrite=args.overwrite)
+                      overwrite=args.overwrite, vocab_pad_to=args.vocab_pad_to)
       return 0
     if not args.input:
       raise ConversionError("--input=PATH is required")
-    convert(args.source, args.input, args.output, args.dtype, args.overwrite)
+    convert(args.source, args.input, args.output, args.dtype, args.overwrite, vocab_pad_to=args.vocab_pad_to)
   except (ConversionError, checkpoint_io.CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

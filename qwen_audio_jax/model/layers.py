@@ -19,6 +19,7 @@ Initializer = Callable[..., jax.Array]
 # Names of the residual stream at block boundaries (both towers).
 ACTIVATION_AXES = ("activation_batch", "activation_length", "activation_embed")
 DEFAULT_INIT = nn.initializers.normal(stddev=0.02)
+LORA = "lora"  # variable collection of LoRA factors (read by `Linear`, scanned like the params)
 
 _PRECISIONS = {"default": None, "high": jax.lax.Precision.HIGH, "highest": jax.lax.Precision.HIGHEST}
 
@@ -52,6 +53,9 @@ class Linear(nn.Module):
   """y = x @ kernel (+ bias), kernel [in, out] with logical names `axes`.
 
   `out_dtype` requests the accumulator type of the matmul (float32 logits from bf16 operands).
+  LoRA: when the `LORA` variable collection holds `lora_a` [in, r] and `lora_b` [r, out] for this module,
+  y += (x @ lora_a) @ lora_b, a low-rank side path (no merged kernel); `lora_b` carries the alpha/r scale
+  (train/lora.py `collection` builds it). Without that collection the layer is a plain Dense.
   """
 
   features: int
@@ -68,11 +72,21 @@ class Linear(nn.Module):
     dtype = compute_dtype(self.cfg)
     y = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype), (((x.ndim - 1,), (0,)), ((), ())),
                             precision=matmul_precision(self.cfg), preferred_element_type=self.out_dtype)
+    if self.has_variable(LORA, "lora_a"):
+      y = y + self._lora(x, dtype)
     if self.use_bias:
       bias = self.param("bias", partitioned(nn.initializers.zeros_init(), self.axes[1:]), (self.features,),
                         param_dtype(self.cfg))
       y = y + bias.astype(y.dtype)
     return y
+
+
+  def _lora(self, x: jax.Array, dtype) -> jax.Array:
+    """(x @ A) @ B in the compute dtype; the [..., r] intermediate is all that is stored."""
+    def dot(u, w):
+      return jax.lax.dot_general(u.astype(dtype), w.astype(dtype), (((u.ndim - 1,), (0,)), ((), ())),
+                                 precision=matmul_precision(self.cfg), preferred_element_type=self.out_dtype)
+    return dot(dot(x, self.get_variable(LORA, "lora_a")), self.get_variable(LORA, "lora_b"))
 
 
 class LayerNorm(nn.Module):
@@ -127,6 +141,6 @@ def remat(block: type[nn.Module], policy: str) -> type[nn.Module]:
 
 
 def scan_layers(block: type[nn.Module], n_layers: int, in_axes: tuple[Any, ...]) -> type[nn.Module]:
-  """Stacks `n_layers` copies of `block` with nn.scan (params get a leading "layers" axis)."""
-  return nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=in_axes,
+  """Stacks `n_layers` copies of `block` with nn.scan (params and LoRA factors get a leading "layers" axis)."""
+  return nn.scan(block, variable_axes={"params": 0, LORA: 0}, split_rngs={"params": True}, in_axes=in_axes,
                  length=n_layers, metadata_params={nn.PARTITION_NAME: "layers"})
