@@ -188,15 +188,17 @@ def test_compose_builds_untrained_qwen_audio(src, ckpt, tmp_path):
 
 @pytest.mark.parametrize("flag", ["hf-qwen", "hf-qwen-audio", "hf-qwen2-audio"])
 def test_padded_vocabulary_converts_matches_reference_and_exports_unpadded(flag, src, ckpt, tmp_path):
-  """--vocab_pad_to=384 (128 x tensor=3; divides none of the vocabularies): zero rows appended (the config keeps the true vocab_size), same logits as the
-  PyTorch reference, and the export strips the rows again (bit-exact round trip)."""
+  """--vocab_pad_to=384 (128 x tensor=3; divides none of the vocabularies): zero rows appended (the config
+  keeps the true vocab_size), same logits as the PyTorch reference, and the export strips the rows again
+  (bit-exact round trip)."""
   out = convert.convert(flag, src[flag][0], str(tmp_path / "padded"), log=quiet, vocab_pad_to=384)
   cfg, params, _ = checkpoint_io.load_model_checkpoint(out)
   plain = checkpoint_io.read_config(ckpt[flag])
   assert cfg.decoder.vocab_size == plain.decoder.vocab_size and cfg.decoder.vocab_pad_to == 384
   v, vp = cfg.decoder.vocab_size, cfg.decoder.padded_vocab
   assert vp % 384 == 0 and vp > v
-  emb, head = np.asarray(params["decoder"]["embed"]["embedding"]), np.asarray(params["decoder"]["lm_head"]["kernel"])
+  emb = np.asarray(params["decoder"]["embed"]["embedding"])
+  head = np.asarray(params["decoder"]["lm_head"]["kernel"])
   assert emb.shape[0] == head.shape[1] == vp and not emb[v:].any() and not head[:, v:].any()
   report = verify.compare(out, _reference(flag, src), seconds=2.5)
   assert report["logits"]["max_abs"] <= ATOL and report["logits"]["top1"] == 1.0

@@ -2,7 +2,8 @@
 
 A mini Qwen-Audio model with 4005 true vocabulary rows (no power of two divides it) padded to 4096:
 on meshes with tensor = 2 and 4 the embedding and lm_head are split over `tensor` (no fallback), and
-loss and gradients equal those of the unpadded model on one device, with junk in the padded rows.
+loss (blocked over the vocabulary) and gradients equal those of the unpadded model on one device, with
+junk in the padded rows.
 An unpadded converted checkpoint restores into the padded run (rows re-padded, sharded as planned).
 The multi-device work runs once in a subprocess and reports numbers as JSON.
 """
@@ -36,8 +37,8 @@ def _worker(out_path):
 
   def setup(pad_to, shape, devices=None):
     c = testing.mini_config()
-    c.model = defaults.model_block("tiny-qwen-audio", **dict(testing.MINI_MODEL, decoder=dict(
-        vocab_size=VOCAB, vocab_pad_to=pad_to)))
+    c.model = defaults.model_block("tiny-qwen-audio", **dict(  # padded: 4 strided loss blocks of 1024 columns
+        testing.MINI_MODEL, loss_vocab_block=1024, decoder=dict(vocab_size=VOCAB, vocab_pad_to=pad_to)))
     fns = model_fns.build(model_fns.resolve_model_config(c.model))
     mesh = mesh_lib.make_mesh(shape, devices=devices)
     return fns, state_lib.make_plan(fns, optimizer.make_optimizer(c.optim, 10), mesh, c.train)
@@ -49,7 +50,8 @@ def _worker(out_path):
     batch = partition.host_to_global(host_batch, plan.mesh)
     state = {"params": jax.device_put(params, plan.shardings["params"])}
     with partition.activation_context(plan.mesh):
-      (loss, _), grads = jax.jit(step_lib.make_loss_and_grads(plan))(plan.trainable(state), plan.frozen(state), batch, rng)
+      loss_and_grads = jax.jit(step_lib.make_loss_and_grads(plan))
+      (loss, _), grads = loss_and_grads(plan.trainable(state), plan.frozen(state), batch, rng)
       logits = jax.jit(lambda p, b: plan.fns.forward(p, b, train=False))(state["params"], batch)
     return float(loss), jax.tree_util.tree_map(np.asarray, grads["params"]), logits.shape
 

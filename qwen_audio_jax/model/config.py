@@ -88,9 +88,11 @@ class ModelConfig:
   param_dtype: str = "float32"
   matmul_precision: Literal["default", "high", "highest"] = "default"
   remat_policy: Literal["none", "full", "minimal"] = "none"
-  # Training loss: the lm_head and cross-entropy run over blocks of this many sequence positions
-  # (model/loss.py), so [B, S, V] logits never exist; <= 0: one block.
-  loss_chunk: int = 128
+  # Training loss (model/loss.py): the lm_head and cross-entropy run over blocks of about this many
+  # vocabulary columns, so [B, S, V] logits never exist (<= 0: one block); optionally also over blocks
+  # of `loss_chunk` sequence positions (0: whole sequence; each block then re-reduces the lm_head grad).
+  loss_vocab_block: int = 8192
+  loss_chunk: int = 0
 
   def replace(self, **kw) -> "ModelConfig":
     return dataclasses.replace(self, **kw)

@@ -71,14 +71,10 @@ class Decoder(nn.Module):
   def embed_tokens(self, input_ids: jax.Array) -> jax.Array:
     return self.embed(input_ids)
 
-  def project(self, h: jax.Array, padded: bool = False) -> jax.Array:
-    """Final-normed hidden states [..., D] -> fp32 logits [..., vocab_size] (the lm_head alone).
-
-    padded=True returns all padded_vocab columns (the padded ones are meaningless: callers must mask
-    them, as the chunked loss does); the default slices them off so no padded id can be sampled.
-    """
-    logits = self.lm_head(h)
-    return logits if padded else logits[..., :self.cfg.decoder.vocab_size]
+  def project(self, h: jax.Array) -> jax.Array:
+    """Final-normed hidden states [..., D] -> fp32 logits [..., vocab_size] (the lm_head alone; padded
+    vocabulary columns are sliced off, so no padded id can be sampled)."""
+    return self.lm_head(h)[..., :self.cfg.decoder.vocab_size]
 
   def __call__(self, x: jax.Array, attention_mask: jax.Array, positions: jax.Array | None = None,
                cache: KVCache | None = None, train: bool = False,

@@ -49,10 +49,23 @@ def constrain(x: jax.Array, names: Sequence[str | None] = ACTIVATION_AXES) -> ja
   return nn.with_logical_constraint(x, tuple(names))
 
 
-class Linear(nn.Module):
-  """y = x @ kernel (+ bias), kernel [in, out] with logical names `axes`.
+def dense(x: jax.Array, kernel: jax.Array, cfg: ModelConfig, out_dtype: Any = None,
+          lora: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+  """x @ kernel (+ (x @ A) @ B for lora = (A, B)) with operands in the compute dtype; `out_dtype` is the
+  accumulator type (float32 logits from bf16 operands). The LoRA path stores only [..., r]."""
+  dtype = compute_dtype(cfg)
 
-  `out_dtype` requests the accumulator type of the matmul (float32 logits from bf16 operands).
+  def dot(u, w):
+    return jax.lax.dot_general(u.astype(dtype), w.astype(dtype), (((u.ndim - 1,), (0,)), ((), ())),
+                               precision=matmul_precision(cfg), preferred_element_type=out_dtype)
+
+  y = dot(x, kernel)
+  return y if lora is None else y + dot(dot(x, lora[0]), lora[1])
+
+
+class Linear(nn.Module):
+  """y = x @ kernel (+ bias), kernel [in, out] with logical names `axes`; matmul numerics of `dense`.
+
   LoRA: when the `LORA` variable collection holds `lora_a` [in, r] and `lora_b` [r, out] for this module,
   y += (x @ lora_a) @ lora_b, a low-rank side path (no merged kernel); `lora_b` carries the alpha/r scale
   (train/lora.py `collection` builds it). Without that collection the layer is a plain Dense.
@@ -69,24 +82,15 @@ class Linear(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param("kernel", partitioned(self.kernel_init, self.axes), (x.shape[-1], self.features),
                         param_dtype(self.cfg))
-    dtype = compute_dtype(self.cfg)
-    y = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype), (((x.ndim - 1,), (0,)), ((), ())),
-                            precision=matmul_precision(self.cfg), preferred_element_type=self.out_dtype)
+    lora = None
     if self.has_variable(LORA, "lora_a"):
-      y = y + self._lora(x, dtype)
+      lora = (self.get_variable(LORA, "lora_a"), self.get_variable(LORA, "lora_b"))
+    y = dense(x, kernel, self.cfg, self.out_dtype, lora)
     if self.use_bias:
       bias = self.param("bias", partitioned(nn.initializers.zeros_init(), self.axes[1:]), (self.features,),
                         param_dtype(self.cfg))
       y = y + bias.astype(y.dtype)
     return y
-
-
-  def _lora(self, x: jax.Array, dtype) -> jax.Array:
-    """(x @ A) @ B in the compute dtype; the [..., r] intermediate is all that is stored."""
-    def dot(u, w):
-      return jax.lax.dot_general(u.astype(dtype), w.astype(dtype), (((u.ndim - 1,), (0,)), ((), ())),
-                                 precision=matmul_precision(self.cfg), preferred_element_type=self.out_dtype)
-    return dot(dot(x, self.get_variable(LORA, "lora_a")), self.get_variable(LORA, "lora_b"))
 
 
 class LayerNorm(nn.Module):

@@ -119,9 +119,9 @@ class Model(nn.Module):
     out, new_cache = self.decoder(h, attention_mask, positions, cache, train, output)
     return out if cache is None else (out, new_cache)
 
-  def project(self, h: jax.Array, padded: bool = False) -> jax.Array:
+  def project(self, h: jax.Array) -> jax.Array:
     """Final-normed decoder hidden states -> fp32 logits (use with output="hidden"); see Decoder.project."""
-    return self.decoder.project(h, padded)
+    return self.decoder.project(h)
 
   def init_all(self, mel: jax.Array | None, input_ids: jax.Array | None):
     """Touches every submodule once (used by `params.init_params`)."""

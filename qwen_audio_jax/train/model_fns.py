@@ -25,7 +25,7 @@ class ModelFns:
   init: Callable[[jax.Array], Any]  # rng -> params (plain arrays)
   forward: Callable[..., jax.Array]  # (params, batch, train, rngs, lora) -> fp32 logits [B, S, V]
   logical_axes: Any  # params-shaped tree of PartitionSpecs of logical names
-  # (params, batch, train, rngs, lora) -> (mean loss over loss_mask, token count); chunked through the
+  # (params, batch, train, rngs, lora) -> (mean loss over loss_mask, token count); blocked through the
   # lm_head (model.chunked_loss), so [B, S, V] logits never exist.
   loss: Callable[..., tuple[jax.Array, jax.Array]]
 
@@ -73,8 +73,7 @@ def build(cfg: model_config.ModelConfig) -> ModelFns:
 
   def loss(params, batch, train: bool, rngs=None, lora=None):
     hidden = forward(params, batch, train, rngs, lora, output="hidden")
-    project = lambda h: module.apply(variables(params, lora), h, True, method=model_lib.Model.project)
-    return model_lib.chunked_loss(hidden, project, batch["targets"], batch["loss_mask"], cfg.decoder.vocab_size,
-                                  cfg.loss_chunk)
+    head = dict(params["decoder"]["lm_head"], **(lora or {}).get("decoder", {}).get("lm_head", {}))
+    return model_lib.chunked_loss(hidden, head, batch["targets"], batch["loss_mask"], cfg)
 
   return ModelFns(cfg=cfg, init=init, forward=forward, logical_axes=model_lib.logical_axes(cfg), loss=loss)
