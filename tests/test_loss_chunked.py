@@ -149,6 +149,33 @@ def test_padded_vocabulary_changes_no_output_loss_or_gradient(reference):
   assert max_diff(rest(g), rest(gp)) <= 2e-7
 
 
+def test_chunked_loss_applies_an_lm_head_lora_adapter(reference):
+  """The blocked loss adds (h A) B per block (B's columns strided like the kernel's) exactly as the
+  model's lm_head does with the "lora" collection: same loss, same adapter gradients."""
+  cfg, params, batch, _, _, _ = reference
+  cfg_p = tiny(pad_to=128)
+  params_p = _pad_rows(params, cfg_p, 4)
+  r = np.random.default_rng(4)
+  ad = {"lora_a": 0.3 * r.standard_normal((64, 4)).astype(np.float32),
+        "lora_b": 0.3 * r.standard_normal((4, 512)).astype(np.float32)}
+  ids, mask, targets, loss_mask = batch
+
+  def full(lo):
+    logits = Model(cfg_p).apply({"params": params_p, "lora": {"decoder": {"lm_head": lo}}}, ids, mask, train=True)
+    return loss_fn(logits, targets, loss_mask)[0]
+
+  def blocked(lo):
+    c = cfg_p.replace(loss_vocab_block=128, loss_chunk=8)
+    hidden = Model(c).apply({"params": params_p}, ids, mask, train=True, output="hidden")
+    return chunked_loss(hidden, dict(params_p["decoder"]["lm_head"], **lo), targets, loss_mask, c)[0]
+
+  (l_full, g_full), (l_blk, g_blk) = (jax.jit(jax.value_and_grad(f))(ad) for f in (full, blocked))
+  without = float(full({"lora_a": ad["lora_a"], "lora_b": 0 * ad["lora_b"]}))
+  assert abs(float(l_full) - without) > 1e-2  # the adapter matters
+  assert abs(float(l_blk) - float(l_full)) <= 1e-6 * float(l_full)
+  assert max_diff(g_blk, g_full) <= 2e-7
+
+
 def test_count_params_excludes_vocabulary_padding():
   from qwen_audio_jax.model import count_params
   padded = get_config("qwen-audio-7b")
