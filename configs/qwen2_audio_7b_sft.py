@@ -12,7 +12,7 @@ def get_config(arg=None):
   del arg
   c = defaults.base_config()
   c.model = defaults.model_block("qwen2-audio-7b", dtype="bfloat16", param_dtype="float32",
-                                 remat_policy="full")
+                                 remat_policy="full", decoder=dict(vocab_pad_to=defaults.VOCAB_PAD_TO))
   c.data.family = "qwen2-audio"
   c.data.n_mels = 128
   c.train.freeze = (r"audio_encoder/.*",)

@@ -10,10 +10,12 @@ from qwen_audio_jax.train import defaults
 def get_config(arg=None):
   c = defaults.base_config()
   if arg == "qwen2":
-    c.model = defaults.model_block("qwen2-audio-7b", dtype="bfloat16", remat_policy="full")
+    c.model = defaults.model_block("qwen2-audio-7b", dtype="bfloat16", remat_policy="full",
+                                   decoder=dict(vocab_pad_to=defaults.VOCAB_PAD_TO))
     c.data.family, c.data.n_mels, c.lora.export_naming = "qwen2-audio", 128, "qwen2-audio"
   else:
-    c.model = defaults.model_block("qwen-audio-7b", dtype="bfloat16", remat_policy="full")
+    c.model = defaults.model_block("qwen-audio-7b", dtype="bfloat16", remat_policy="full",
+                                   decoder=dict(vocab_pad_to=defaults.VOCAB_PAD_TO))
   c.lora.enabled = True
   c.lora.rank = 8
   c.lora.alpha = 16.0

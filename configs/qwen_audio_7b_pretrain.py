@@ -15,7 +15,7 @@ def get_config(arg=None):
   del arg
   c = defaults.base_config()
   c.model = defaults.model_block("qwen-audio-7b", dtype="bfloat16", param_dtype="float32",
-                                 remat_policy="full")
+                                 remat_policy="full", decoder=dict(vocab_pad_to=defaults.VOCAB_PAD_TO))
   c.train.freeze = (r"decoder/.*",)
   c.train.total_steps = 100_000
   c.train.batch_size = 512

@@ -14,7 +14,7 @@ def get_config(arg=None):
   del arg
   c = defaults.base_config()
   c.model = defaults.model_block("qwen-audio-7b", dtype="bfloat16", param_dtype="float32",
-                                 remat_policy="full")
+                                 remat_policy="full", decoder=dict(vocab_pad_to=defaults.VOCAB_PAD_TO))
   c.train.freeze = (r"audio_encoder/.*",)
   c.train.total_steps = 8000
   c.train.batch_size = 128

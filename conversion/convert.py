@@ -14,6 +14,7 @@ openai-whisper's when installed) and a decoding record in metadata.json["generat
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -27,6 +28,7 @@ from conversion.errors import ConversionError  # noqa: E402
 from conversion.maps import MAPS  # noqa: E402
 from conversion.readers import TensorSource  # noqa: E402
 from qwen_audio_jax import checkpoint_io  # noqa: E402
+from qwen_audio_jax.model.config import ModelConfig, unpadded  # noqa: E402
 
 
 def staging_dir(output: str) -> str:
@@ -49,16 +51,28 @@ def open_source(flag: str, path: str):
   return source, cfg, raw
 
 
+def pad_vocab(cfg: ModelConfig, vocab_pad_to: int) -> ModelConfig:
+  """`cfg` with the LLM's vocabulary rows padded to a multiple of `vocab_pad_to` (1: unchanged)."""
+  if vocab_pad_to == 1:
+    return cfg
+  if vocab_pad_to < 1:
+    raise ConversionError(f"--vocab_pad_to={vocab_pad_to} must be >= 1")
+  if cfg.decoder is None:
+    raise ConversionError(f"--vocab_pad_to={vocab_pad_to}: a {cfg.family} checkpoint has no vocabulary")
+  return cfg.replace(decoder=dataclasses.replace(cfg.decoder, vocab_pad_to=vocab_pad_to))
+
+
 def convert(flag: str, path: str, output: str, dtype: str = "float32", overwrite: bool = False,
-            log=print, tokenizer: str | None = None) -> str:
+            log=print, tokenizer: str | None = None, vocab_pad_to: int = 1) -> str:
   """Converts one source checkpoint; returns the output directory. `tokenizer`: Whisper only, a tokenizer
-  file to keep with the checkpoint (see module doc)."""
+  file to keep with the checkpoint (see module doc). With `vocab_pad_to` > 1 the embedding and lm_head get
+  zero rows up to a multiple of it (the config records the true vocab_size)."""
   if os.path.exists(output) and not overwrite:
     raise ConversionError(f"--output={output} already exists (pass --overwrite to replace it)")
   source, cfg, raw = open_source(flag, path)
-  cfg = cfg.replace(param_dtype=dtype)
-  shapes = checkpoint_io.param_shapes(cfg)
-  plan = engine.plan(source, MAPS[flag], cfg, shapes, flag)
+  cfg = pad_vocab(cfg.replace(param_dtype=dtype), vocab_pad_to)
+  shapes = checkpoint_io.param_shapes(cfg)  # the padded tree; the source matches the unpadded one
+  plan = engine.plan(source, MAPS[flag], unpadded(cfg), checkpoint_io.param_shapes(unpadded(cfg)), flag)
   engine.check_tied(plan)
   if cfg.family != "whisper" and tokenizer is not None:
     raise ConversionError(f"--tokenizer is for Whisper sources only, not --source={flag}")
@@ -112,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--vocab_size", type=int, default=None, help="compose: LLM vocabulary after adding audio rows")
   p.add_argument("--tokenizer", default=None,
                  help="Whisper: tokenizer file (.tiktoken or tokenizer.json) to keep in the checkpoint")
+  p.add_argument("--vocab_pad_to", type=int, default=1,
+                 help="pad the LLM's embedding/lm_head rows with zeros to a multiple of this (e.g. 128 x tensor)")
   p.add_argument("--verify", action="store_true", help="run conversion/verify.py against --input afterwards")
   return p
 
@@ -126,11 +142,12 @@ def main(argv=None) -> int:
       if args.verify or args.tokenizer:
         raise ConversionError("--verify and --tokenizer are not available for --source=compose")
       compose.compose(args.whisper, args.qwen, args.output, args.dtype, args.seed, args.vocab_size,
-                      overwrite=args.overwrite)
+                      overwrite=args.overwrite, vocab_pad_to=args.vocab_pad_to)
       return 0
     if not args.input:
       raise ConversionError("--input=PATH is required")
-    convert(args.source, args.input, args.output, args.dtype, args.overwrite, tokenizer=args.tokenizer)
+    convert(args.source, args.input, args.output, args.dtype, args.overwrite, tokenizer=args.tokenizer,
+            vocab_pad_to=args.vocab_pad_to)
   except (ConversionError, checkpoint_io.CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -6,7 +6,8 @@ Targets: hf-whisper, openai-whisper (OUT is a .pt file), hf-qwen, hf-qwen-audio,
 checkpoint's family must match. Tensors carried through at conversion (e.g. Whisper's text decoder) are
 restored (renamed between the openai and transformers Whisper namings). `--dtype=source` (default)
 writes every tensor in the dtype it had in the source (when the source had this target's naming; else
-the stored dtype), so source -> convert(fp32) -> export is bit-exact.
+the stored dtype), so source -> convert(fp32) -> export is bit-exact. Padded vocabulary rows
+(`decoder.vocab_pad_to`) are stripped: exports always have `vocab_size` rows.
 Parameters are read one stacked leaf at a time; output is sharded (--shard_gb) with an index json.
 """
 
@@ -32,6 +33,7 @@ from conversion.errors import ConversionError  # noqa: E402
 from conversion.maps import MAPS, whisper  # noqa: E402
 from conversion.readers import numpy_to_torch  # noqa: E402  (torch only for the openai .pt)
 from qwen_audio_jax import checkpoint_io  # noqa: E402
+from qwen_audio_jax.model.config import unpadded  # noqa: E402
 
 TARGETS = tuple(MAPS)
 
@@ -109,6 +111,7 @@ def tensors(checkpoint: str, target: str, dtype: str, log=print):
   stored = checkpoint_io.stored_shapes(checkpoint)
   shapes = {p: s for p, (s, _) in stored.items()}
   checkpoint_io.check_shapes(shapes, cfg, checkpoint)
+  true_shapes = checkpoint_io.param_shapes(unpadded(cfg))  # padded vocabulary rows are not exported
   src_dtypes, fallback = _source_dtypes(meta, target), meta["dtype"]
   out_dtype = lambda name: np.dtype(dtype if dtype != "source" else src_dtypes.get(name, fallback))
   rules = engine.active_rules(name_map, shapes)
@@ -118,7 +121,8 @@ def tensors(checkpoint: str, target: str, dtype: str, log=print):
       if path not in rule.targets:
         del cache[path]
     missing = [t for t in rule.targets if t not in cache]
-    cache.update(checkpoint_io.read_params(checkpoint, missing) if missing else {})
+    cache.update({p: x[tuple(slice(0, n) for n in true_shapes[p])]
+                  for p, x in (checkpoint_io.read_params(checkpoint, missing) if missing else {}).items()})
     transform = transforms.get(rule.transform)
     for layer in range(shapes[rule.targets[0]][0]) if rule.stacked else [None]:
       parts = tuple(cache[t] if layer is None else cache[t][layer] for t in rule.targets)

@@ -188,6 +188,41 @@ def test_compose_builds_untrained_qwen_audio(src, ckpt, tmp_path):
   assert all(np.array_equal(x, y) for x, y in zip(jax_leaves(pa), jax_leaves(pd)))
 
 
+@pytest.mark.parametrize("flag", ["hf-qwen", "hf-qwen-audio", "hf-qwen2-audio"])
+def test_padded_vocabulary_converts_matches_reference_and_exports_unpadded(flag, src, ckpt, tmp_path):
+  """--vocab_pad_to=384 (128 x tensor=3; divides none of the vocabularies): zero rows appended (the config
+  keeps the true vocab_size), same logits as the PyTorch reference, and the export strips the rows again
+  (bit-exact round trip)."""
+  out = convert.convert(flag, src[flag][0], str(tmp_path / "padded"), log=quiet, vocab_pad_to=384)
+  cfg, params, _ = checkpoint_io.load_model_checkpoint(out)
+  plain = checkpoint_io.read_config(ckpt[flag])
+  assert cfg.decoder.vocab_size == plain.decoder.vocab_size and cfg.decoder.vocab_pad_to == 384
+  v, vp = cfg.decoder.vocab_size, cfg.decoder.padded_vocab
+  assert vp % 384 == 0 and vp > v
+  emb = np.asarray(params["decoder"]["embed"]["embedding"])
+  head = np.asarray(params["decoder"]["lm_head"]["kernel"])
+  assert emb.shape[0] == head.shape[1] == vp and not emb[v:].any() and not head[:, v:].any()
+  report = verify.compare(out, _reference(flag, src), seconds=2.5)
+  assert report["logits"]["max_abs"] <= ATOL and report["logits"]["top1"] == 1.0
+  export.export(out, flag, str(tmp_path / "x"), log=quiet)
+  a, b = TensorSource(src[flag][0]), TensorSource(str(tmp_path / "x"))
+  assert sorted(a.infos) == sorted(b.infos)
+  assert all(a.read(n).tobytes() == b.read(n).tobytes() for n in a.infos)
+
+
+def test_compose_pads_vocabulary_with_zero_rows(src, tmp_path):
+  paths = dict(whisper_path=src["openai-whisper"][0], qwen_path=src["hf-qwen"][0], log=quiet, seed=0)
+  _, plain, _ = checkpoint_io.load_model_checkpoint(compose.compose(output=str(tmp_path / "a"), **paths))
+  cfg, padded, _ = checkpoint_io.load_model_checkpoint(
+      compose.compose(output=str(tmp_path / "b"), vocab_pad_to=1024, **paths))
+  assert cfg.decoder.vocab_size == 155947 and cfg.decoder.padded_vocab == 156672
+  for name, axis in (("embed", 0), ("lm_head", 1)):
+    x = np.asarray(next(iter(padded["decoder"][name].values())))
+    y = np.asarray(next(iter(plain["decoder"][name].values())))
+    np.testing.assert_array_equal(np.take(x, np.arange(155947), axis=axis), y)  # same grown rows
+    assert not np.take(x, np.arange(155947, 156672), axis=axis).any()
+
+
 def jax_leaves(tree):
   import jax  # pylint: disable=import-outside-toplevel
   return [np.asarray(x) for x in jax.tree.leaves(tree)]

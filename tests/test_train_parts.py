@@ -163,6 +163,8 @@ def test_configs_resolve():
     cfg = runpy.run_path(os.path.join(CONFIGS, f"{name}.py"))["get_config"]()
     mcfg = model_fns.resolve_model_config(cfg.model)
     assert mcfg.family in ("qwen-audio", "qwen2-audio")
+    if "7b" in name:  # 1024 = 128 x tensor for tensor <= 8: embedding and lm_head split over tensor
+      assert mcfg.decoder.vocab_pad_to == 1024 and all(mcfg.decoder.padded_vocab % (128 * t) == 0 for t in (2, 4, 8))
     json.loads(cfg.to_json_best_effort())
   pre = runpy.run_path(os.path.join(CONFIGS, "qwen_audio_7b_pretrain.py"))["get_config"]()
   assert model_fns.resolve_model_config(pre.model).dtype == "bfloat16"

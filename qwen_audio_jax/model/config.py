@@ -57,6 +57,17 @@ class DecoderConfig:
   dynamic_ntk: bool = True
   logn_attn: bool = True
   qkv_bias: bool = True
+  # Rows of the embedding and lm_head are vocab_size rounded up to a multiple of this (1 = no padding),
+  # so that a `tensor` mesh axis divides them (128 x tensor keeps every shard 128-aligned). Padded rows
+  # are never looked up, their logits are masked in the loss and sliced off every returned output.
+  vocab_pad_to: int = 1
+
+  @property
+  def padded_vocab(self) -> int:
+    """Rows of the embedding table and columns of lm_head (vocab_size rounded up to vocab_pad_to)."""
+    if self.vocab_pad_to < 1:
+      raise ValueError(f"DecoderConfig.vocab_pad_to must be >= 1, got {self.vocab_pad_to}")
+    return -(-self.vocab_size // self.vocab_pad_to) * self.vocab_pad_to
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +112,11 @@ class ModelConfig:
   param_dtype: str = "float32"
   matmul_precision: Literal["default", "high", "highest"] = "default"
   remat_policy: Literal["none", "full", "minimal"] = "none"
+  # Training loss (model/loss.py): the lm_head and cross-entropy run over blocks of about this many
+  # vocabulary columns, so [B, S, V] logits never exist (<= 0: one block); optionally also over blocks
+  # of `loss_chunk` sequence positions (0: whole sequence; each block then re-reduces the lm_head grad).
+  loss_vocab_block: int = 8192
+  loss_chunk: int = 0
 
   def replace(self, **kw) -> "ModelConfig":
     return dataclasses.replace(self, **kw)
@@ -174,6 +190,13 @@ def get_config(name: str, **overrides: Any) -> ModelConfig:
   if name not in PRESETS:
     raise KeyError(f"unknown model preset {name!r}; known: {', '.join(sorted(PRESETS))}")
   return dataclasses.replace(PRESETS[name], **overrides)
+
+
+def unpadded(cfg: ModelConfig) -> ModelConfig:
+  """`cfg` without vocabulary padding: the shapes of the true model (what other formats store)."""
+  if cfg.decoder is None or cfg.decoder.vocab_pad_to == 1:
+    return cfg
+  return dataclasses.replace(cfg, decoder=dataclasses.replace(cfg.decoder, vocab_pad_to=1))
 
 
 def to_dict(cfg: ModelConfig) -> dict[str, Any]:

@@ -19,7 +19,8 @@ Inputs of `Model.__call__`:
 * cache: a `KVCache` (see kv_cache.py) for prefill / one-token decode steps, or None.
 * train: disables Qwen v1's dynamic NTK and logn (training mode of the reference).
 * output: "logits" (fp32 [B, S, V]), "last_logits" (fp32 [B, V], the last column only) or "hidden"
-  (final-normed hidden states [B, S, D]; `Model.project` turns them into logits where needed).
+  (final-normed hidden states [B, S, D]; `Model.project` turns them into logits where needed). V is
+  always `decoder.vocab_size`: padded vocabulary rows (`vocab_pad_to`) never appear in an output.
 Returns that output, or (output, new_cache) when a cache is given.
 
 Outside jit (concrete inputs) the call first runs `check_audio_placeholders`, which raises one clear
@@ -130,7 +131,7 @@ class Model(nn.Module):
     return out if cache is None else (out, new_cache)
 
   def project(self, h: jax.Array) -> jax.Array:
-    """Final-normed decoder hidden states -> fp32 logits (use with output="hidden")."""
+    """Final-normed decoder hidden states -> fp32 logits (use with output="hidden"); see Decoder.project."""
     return self.decoder.project(h)
 
   def init_all(self, mel: jax.Array | None, input_ids: jax.Array | None):

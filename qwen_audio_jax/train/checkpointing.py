@@ -14,17 +14,21 @@ restores onto any mesh, device count or process count, including a single CPU de
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from qwen_audio_jax import checkpoint_io
+from qwen_audio_jax.model import params as params_lib
+from qwen_audio_jax.sharding import partition
 from qwen_audio_jax.train.state import Plan
 
 
@@ -145,17 +149,50 @@ def restore_params_dir(path: str, plan: Plan) -> dict:
   """Model params to start from, restored straight into the plan's shardings and dtypes.
 
   `path` is either a converted model checkpoint (`conversion/convert.py` output: `model_config.json`,
-  `metadata.json`, `params/`), whose stored shapes must equal the run's model, or a bare Orbax save of
-  the params tree (layout of the model's `init_params`).
+  `metadata.json`, `params/`), whose stored shapes must equal the run's model up to the vocabulary
+  padding (`decoder.vocab_pad_to`; re-padded on restore), or a bare Orbax save of the params tree
+  (layout of the model's `init_params`).
   """
   path = os.path.abspath(path)
   target = abstract_with_shardings(plan.abstract["params"], plan.shardings["params"])
   if os.path.exists(os.path.join(path, checkpoint_io.CONFIG_FILE)):
-    stored = checkpoint_io.stored_shapes(path)
-    checkpoint_io.check_shapes({p: s for p, (s, _) in stored.items()}, plan.fns.cfg, path)
+    stored = {p: s for p, (s, _) in checkpoint_io.stored_shapes(path).items()}
+    as_stored = _with_stored_padding(plan.fns.cfg, checkpoint_io.read_config(path))
+    checkpoint_io.check_shapes(stored, as_stored, path)
     path = os.path.join(path, checkpoint_io.PARAMS_DIR)
+    if as_stored != plan.fns.cfg:
+      return _restore_repadded(path, plan, as_stored, target)
   with ocp.StandardCheckpointer() as ckptr:
     return ckptr.restore(path, target)
+
+
+def _with_stored_padding(cfg, stored_cfg):
+  """The run's model with the checkpoint's vocabulary padding, when only the padding differs."""
+  dec, sdec = cfg.decoder, stored_cfg.decoder
+  if dec is None or sdec is None or dec.vocab_size != sdec.vocab_size or dec.vocab_pad_to == sdec.vocab_pad_to:
+    return cfg
+  return cfg.replace(decoder=dataclasses.replace(dec, vocab_pad_to=sdec.vocab_pad_to))
+
+
+def _restore_repadded(params_dir: str, plan: Plan, as_stored, target: Any) -> dict:
+  """Restores a converted checkpoint whose vocabulary rows are padded differently from the run's
+  (e.g. an unpadded conversion into a run with `vocab_pad_to`), then re-pads the vocabulary leaves
+  with zero rows (or drops padding rows) straight into the plan's shardings."""
+  abstract = params_lib.abstract_params(as_stored)
+  shardings = partition.logical_to_shardings(plan.fns.logical_axes, abstract, plan.mesh)
+  with ocp.StandardCheckpointer() as ckptr:
+    restored = checkpoint_io.flatten(ckptr.restore(params_dir, abstract_with_shardings(abstract, shardings)))
+  for path, want in checkpoint_io.flatten(target).items():
+    x = restored[path]
+    if x.shape != want.shape:
+      restored[path] = jax.jit(lambda a, shape=want.shape: _resize(a, shape), out_shardings=want.sharding)(x)
+  return checkpoint_io.unflatten(restored)
+
+
+def _resize(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """The leading corner of `x` in an array of `shape`, zero elsewhere."""
+  x = x[tuple(slice(0, n) for n in shape)]
+  return jnp.pad(x, [(0, n - m) for n, m in zip(shape, x.shape)])
 
 
 def gather_to_host(tree: Any) -> Any:

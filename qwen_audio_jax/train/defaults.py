@@ -11,6 +11,11 @@ import ml_collections
 from qwen_audio_jax.data import config as data_config
 
 
+# Vocabulary padding of the 7B run configs: rows a multiple of 1024 = 128 x tensor for tensor <= 8, so
+# tensor parallelism splits embedding and lm_head (155,947 -> 156,672 rows for Qwen-Audio, +0.5%).
+VOCAB_PAD_TO = 1024
+
+
 def model_block(preset: str, **overrides) -> ml_collections.ConfigDict:
   """`preset` from model/config.py PRESETS; `overrides` replace fields (dicts for encoder/decoder)."""
   return ml_collections.ConfigDict({"preset": preset, "overrides": overrides})

@@ -34,7 +34,7 @@ class MelCropError(ValueError):
 
 
 class ConfigMismatchError(ValueError):
-  """The data config does not fit the model (tokenizer ids, vocabulary or mel bins)."""
+  """The data or mesh config does not fit the model (tokenizer ids, vocabulary, mel bins, vocab rows)."""
 
 
 def check_data_matches_model(data_cfg, mcfg) -> None:
@@ -54,6 +54,19 @@ def check_data_matches_model(data_cfg, mcfg) -> None:
   if int(data_cfg.n_mels) != mcfg.encoder.n_mels:
     raise ConfigMismatchError(f"config data.n_mels={data_cfg.n_mels} but the model's encoder takes "
                               f"n_mels={mcfg.encoder.n_mels}")
+
+
+def check_vocab_divides_mesh(mcfg, mesh) -> None:
+  """With tensor > 1 the vocabulary rows are split over `tensor`: they must divide (pad them with
+  decoder.vocab_pad_to; a multiple of 128 x tensor keeps every shard 128-aligned)."""
+  tensor = mesh.shape["tensor"]
+  if mcfg.decoder is None or tensor == 1 or mcfg.decoder.padded_vocab % tensor == 0:
+    return
+  dec = mcfg.decoder
+  raise ConfigMismatchError(
+      f"config mesh: tensor={tensor} does not divide the {dec.padded_vocab} vocabulary rows (vocab_size "
+      f"{dec.vocab_size}, decoder.vocab_pad_to={dec.vocab_pad_to}); set model.overrides.decoder.vocab_pad_to="
+      f"{128 * tensor} (zero rows, masked in the loss; converted checkpoints are re-padded on restore)")
 
 
 def check_host_batch(host: dict, mcfg) -> None:
@@ -164,6 +177,7 @@ def setup(cfg, workdir: str):
   fns = model_fns.build(mcfg)
   total = int(cfg.train.total_steps)
   optimizer = optim_lib.make_optimizer(cfg.optim, total)
+  check_vocab_divides_mesh(mcfg, mesh)
   plan = state_lib.make_plan(fns, optimizer, mesh, cfg.train, cfg.lora)
   if int(cfg.mesh.min_sharded_bytes) > 0 and mesh.shape["fsdp"] * mesh.shape["tensor"] > 1:
     partition.check_sharded(plan.abstract["params"], plan.shardings["params"], int(cfg.mesh.min_sharded_bytes))
@@ -318,4 +332,4 @@ def export_lora(cfg, plan, lora, out_dir: str) -> str:
   """Writes the HF-PEFT adapter of host (numpy) LoRA factors."""
   from qwen_audio_jax.train import peft_export  # pylint: disable=import-outside-toplevel
   return peft_export.export(lora, out_dir, rank=plan.lora_rank, alpha=float(cfg.lora.alpha),
-                            naming=cfg.lora.export_naming)
+                            naming=cfg.lora.export_naming, vocab_size=plan.fns.cfg.decoder.vocab_size)

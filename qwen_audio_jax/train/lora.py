@@ -1,9 +1,11 @@
-"""LoRA adapters on Dense kernels, applied functionally: W' = W + (alpha / r) · A @ B.
+"""LoRA adapters on Dense kernels: y = x W + (alpha / r) · (x A) B.
 
 The adapter tree mirrors the parameter tree: kernel `.../q/kernel` [..., in, out] gets
 `.../q/lora_a` [..., in, r] and `.../q/lora_b` [..., r, out] (leading dims = the scanned layer axis).
-B starts at zero, so an untrained adapter leaves the model unchanged. `merge` folds the adapters into
-the base kernels (the same function the training forward uses).
+B starts at zero, so an untrained adapter leaves the model unchanged.
+Training applies the adapters as a side path inside `model.layers.Linear` (no merged kernel, so no
+full-size kernel gradient): `collection` turns the tree into the model's "lora" variable collection.
+`merge` folds the adapters into the base kernels, W + (alpha / r) · A @ B, for merged exports.
 """
 
 from __future__ import annotations
@@ -68,6 +70,16 @@ def logical_axes(lora: Mapping, param_logical: Mapping) -> dict:
     k = tuple(names[path[:-1] + ("kernel",)])
     out[path] = P(*k[:-1], None) if path[-1] == "lora_a" else P(*k[:-2], None, k[-1])
   return traverse_util.unflatten_dict(out)
+
+
+def collection(lora: Mapping, s: float) -> dict:
+  """The model's "lora" variable collection: A as is, B times the scale s (`Linear` adds (x A) B).
+
+  Use as `Model(cfg).apply({"params": params, "lora": collection(lora, scale(r, alpha))}, ...)`;
+  gradients flow back to the unscaled adapters."""
+  flat = traverse_util.flatten_dict(dict(lora))
+  return traverse_util.unflatten_dict({p: v * jnp.asarray(s, v.dtype) if p[-1] == "lora_b" else v
+                                       for p, v in flat.items()})
 
 
 def merge(params: Mapping, lora: Mapping, s: float) -> dict:

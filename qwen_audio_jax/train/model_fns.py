@@ -19,11 +19,15 @@ BATCH_KEYS = ("input_ids", "attention_mask", "targets", "loss_mask", "audio_mel"
 
 @dataclasses.dataclass(frozen=True)
 class ModelFns:
+  """`lora`: the model's "lora" variable collection (`train.lora.collection`) or None."""
+
   cfg: Any
   init: Callable[[jax.Array], Any]  # rng -> params (plain arrays)
-  forward: Callable[..., jax.Array]  # (params, batch, train, rngs) -> fp32 logits [B, S, V]
+  forward: Callable[..., jax.Array]  # (params, batch, train, rngs, lora) -> fp32 logits [B, S, V]
   logical_axes: Any  # params-shaped tree of PartitionSpecs of logical names
-  loss_fn: Callable  # (logits, targets, loss_mask) -> (mean loss, token count)
+  # (params, batch, train, rngs, lora) -> (mean loss over loss_mask, token count); blocked through the
+  # lm_head (model.chunked_loss), so [B, S, V] logits never exist.
+  loss: Callable[..., tuple[jax.Array, jax.Array]]
 
 
 def _deep_update(base: dict, overrides: Mapping) -> dict:
@@ -59,10 +63,17 @@ def build(cfg: model_config.ModelConfig) -> ModelFns:
   def init(rng):
     return model_lib.init_params(cfg, rng)
 
-  def forward(params, batch, train: bool, rngs=None):
-    return module.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
-                        batch.get("audio_mel"), batch.get("audio_lengths"), train=train,
+  def variables(params, lora):
+    return {"params": params} if lora is None else {"params": params, "lora": lora}
+
+  def forward(params, batch, train: bool, rngs=None, lora=None, output: str = "logits"):
+    return module.apply(variables(params, lora), batch["input_ids"], batch["attention_mask"],
+                        batch.get("audio_mel"), batch.get("audio_lengths"), train=train, output=output,
                         rngs=rngs or {})
 
-  return ModelFns(cfg=cfg, init=init, forward=forward, logical_axes=model_lib.logical_axes(cfg),
-                  loss_fn=model_lib.loss_fn)
+  def loss(params, batch, train: bool, rngs=None, lora=None):
+    hidden = forward(params, batch, train, rngs, lora, output="hidden")
+    head = dict(params["decoder"]["lm_head"], **(lora or {}).get("decoder", {}).get("lm_head", {}))
+    return model_lib.chunked_loss(hidden, head, batch["targets"], batch["loss_mask"], cfg)
+
+  return ModelFns(cfg=cfg, init=init, forward=forward, logical_axes=model_lib.logical_axes(cfg), loss=loss)

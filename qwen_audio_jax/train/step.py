@@ -2,7 +2,8 @@
 
 The loss is the mean cross-entropy over answer tokens (`loss_mask`) of the whole global batch:
 micro-batch losses are summed weighted by their token counts, so gradient accumulation gives the
-same loss and gradients as one big batch. Gradients are taken for the trainable part only.
+same loss and gradients as one big batch. Gradients are taken for the trainable part only. The loss is
+chunked through the lm_head (`ModelFns.loss`): no [B, S, V] logits in the step, forward or backward.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ def make_loss_and_grads(plan: Plan, accum: int = 1, specaug=None) -> Callable:
   fns = plan.fns
 
   def summed(trainable, frozen, mb, rng):
-    logits = fns.forward(plan.model_params(trainable, frozen), mb, train=True, rngs={"dropout": rng})
-    loss, n = fns.loss_fn(logits, mb["targets"], mb["loss_mask"])
+    params, lora = plan.model_inputs(trainable, frozen)
+    loss, n = fns.loss(params, mb, train=True, rngs={"dropout": rng}, lora=lora)
     return loss * n, n
 
   grad_fn = jax.value_and_grad(summed, has_aux=True)
@@ -113,9 +114,8 @@ def make_eval_step(plan: Plan):
   fns = plan.fns
 
   def step(state, batch):
-    params = plan.model_params(plan.trainable(state), plan.frozen(state))
-    logits = fns.forward(params, batch, train=False)
-    loss, n = fns.loss_fn(logits, batch["targets"], batch["loss_mask"])
+    params, lora = plan.model_inputs(plan.trainable(state), plan.frozen(state))
+    loss, n = fns.loss(params, batch, train=False, lora=lora)
     return {"loss_sum": loss * n, "tokens": n}
 
   return _jit(plan, step, donate=False)
