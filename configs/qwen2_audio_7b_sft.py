@@ -1,8 +1,10 @@
 """Qwen2-Audio-7B supervised fine-tuning: audio encoder frozen; LLM and projector trained.
-Records need a `prompt` (natural-language / ChatML prompts, data family "qwen2-audio").
+Prompts are Qwen2-Audio's natural-language ones (`prompts/natural.py`; a record's own `prompt` wins).
+Data from the command line (there is no default data set):
 
-  python -m qwen_audio_jax.train --config=configs/qwen2_audio_7b_sft.py \
-      --workdir=gs://BUCKET/runs/q2a_sft --config.train.init_params_dir=gs://BUCKET/init/qwen2_audio
+  python -m qwen_audio_jax.train --config=configs/qwen2_audio_7b_sft.py --workdir=runs/q2a_sft \
+      --config.train.init_params_dir=ckpt/qwen2-audio \
+      --config.data.train_manifest=train.jsonl --config.data.eval_manifest=dev.jsonl
 """
 
 from qwen_audio_jax.train import defaults
@@ -27,4 +29,5 @@ def get_config(arg=None):
   c.checkpoint.every_steps = 500
   c.eval.every_steps = 500
   c.lora.export_naming = "qwen2-audio"
+  c.data.sources = []  # no default data: set data.train_manifest / data.corpus (see above)
   return c

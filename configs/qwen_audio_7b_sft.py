@@ -1,8 +1,10 @@
 """Qwen-Audio-Chat stage 2 (supervised instruction fine-tuning): audio encoder frozen; LLM,
-projector and audio bos/eos trained (spec §6). Start from a stage-1 checkpoint's params:
+projector and audio bos/eos trained (spec §6). Starts from a converted (or stage-1 run's) checkpoint;
+data from the command line (there is no default data set):
 
-  python -m qwen_audio_jax.train --config=configs/qwen_audio_7b_sft.py \
-      --workdir=gs://BUCKET/runs/sft --config.train.init_params_dir=gs://BUCKET/init/qwen_audio
+  python -m qwen_audio_jax.train --config=configs/qwen_audio_7b_sft.py --workdir=runs/sft \
+      --config.train.init_params_dir=ckpt/qwen-audio \
+      --config.data.train_manifest=train.jsonl --config.data.eval_manifest=dev.jsonl
 
 Hyper-parameters of the paper are not public (a hub config hints at ~8000 iterations).
 """
@@ -27,4 +29,5 @@ def get_config(arg=None):
   c.data.num_workers = 8
   c.checkpoint.every_steps = 500
   c.eval.every_steps = 500
+  c.data.sources = []  # no default data: set data.train_manifest / data.corpus (see above)
   return c
