@@ -136,8 +136,13 @@ def main(argv):
     summary = loop.run(prepared)
   except loop.USER_ERRORS as e:
     fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
-  except KeyboardInterrupt:
-    fail("interrupted twice: stopped at once, without a checkpoint", status=130)
+  except KeyboardInterrupt as e:  # before training started, or a second Ctrl-C
+    # The loop has closed the data and the checkpoints. Exit directly: CPython remembers a
+    # KeyboardInterrupt seen inside C-extension-run code and would otherwise end the process by SIGINT.
+    print(f"error: interrupted{' twice' if e.args else ''}: stopped at once, without a checkpoint",
+          file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(130)
   if summary.get("stopped"):
     print(f"stopped cleanly at step {summary['last_step']}", flush=True)
 

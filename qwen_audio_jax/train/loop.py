@@ -364,6 +364,7 @@ def _loop(p: Prepared, state, ckpt, stop):
       logs.write(step, {"compile_s": time.time() - t0},
                  f"compiled train step for batch {shapes['input_ids']} in {time.time() - t0:.1f}s")
       t_mark = time.time()
+    stop.check_abort()
     state, m = compiled[key](state, batch)
     step += 1
     pending.append((step, m, shapes))
@@ -382,6 +383,7 @@ def _loop(p: Prepared, state, ckpt, stop):
       ckpt.save_best(step, state, {"eval_loss": loss}, p.meta)
       t_mark = time.time()
     limit = int(cfg.train.stop_after_steps)
+    stop.check_abort()
     stopped = stop.should_stop() or bool(limit and step - first >= limit)
     if step % every_ckpt == 0 or step == total or stopped:
       ckpt.save(step, state, data.get_state(), p.meta)

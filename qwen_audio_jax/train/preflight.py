@@ -90,11 +90,11 @@ def layout(cfg, entries: list[dict]) -> dict[str, Any]:
 
 
 def _flat(d: Any, prefix: str) -> dict[str, Any]:
-  if isinstance(d, dict):
+  if isinstance(d, (dict, list, tuple)):
     out = {}
-    for k, v in d.items():
+    for k, v in (d.items() if isinstance(d, dict) else enumerate(d)):
       out.update(_flat(v, f"{prefix}.{k}"))
-    return out
+    return out or {prefix: d}
   return {prefix: d}
 
 
@@ -109,7 +109,7 @@ def differences(stored: dict, new: dict, limit: int = 4) -> list[str]:
 
 def _short(value: Any) -> str:
   text = json.dumps(value) if not isinstance(value, str) else value
-  return text if len(text) <= 60 else text[:57] + "..."
+  return text if len(text) <= 60 else text[:20] + "..." + text[-37:]
 
 
 def check_resume(workdir: str, record: dict, fork_from: str) -> tuple[bool, dict]:
