@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 from typing import Any
@@ -290,6 +291,7 @@ def run(p: Prepared) -> dict[str, Any]:
     jax.config.update("jax_compilation_cache_dir", cfg.train.compilation_cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  created = not os.path.exists(workdir)
   if main:
     os.makedirs(workdir, exist_ok=True)
     files.write_json_atomic(os.path.join(workdir, checkpoint_io.RUN_CONFIG), p.record)
@@ -300,13 +302,15 @@ def run(p: Prepared) -> dict[str, Any]:
   try:
     state = _restore_or_init(p, ckpt, main)
     state, summary = _loop(p, state, ckpt, stop)
-  except BaseException:
+  except BaseException as error:
     stop.restore()
     p.data.close()
     try:  # a failing save must not hide the error that stopped training
       ckpt.close()
     except Exception as e:  # pylint: disable=broad-exception-caught
       logging.error("checkpoint save also failed: %s", e)
+    if created and main and isinstance(error, USER_ERRORS) and not checkpoint_io.run_steps(workdir, "checkpoints"):
+      shutil.rmtree(workdir, ignore_errors=True)  # a new run stopped by its data at step 1: leave nothing behind
     raise
   stop.restore()
   p.data.close()
