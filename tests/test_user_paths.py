@@ -99,16 +99,18 @@ def test_shipped_config_trains_on_user_manifests(runs, name):
     assert os.path.exists(os.path.join(workdir, "lora_adapter", "adapter_model.safetensors"))
 
 
-def _example_loss(workdir: str, record: dict, family: str, n_mels: int) -> float:
-  """The loss of one record under the run's best params, computed here from the pipeline's pieces."""
+def _loss_fn(workdir: str, family: str, n_mels: int):
+  """record -> its loss under the run's best params, computed here from the pipeline's pieces."""
   cfg, params, _ = checkpoint_io.load_model_checkpoint(workdir)  # a WORKDIR resolves to its best step
   encoder = ExampleEncoder(family=family, max_tokens=BUCKET)
-  host = collate_train([encoder.encode(record)], buckets=(BUCKET,), max_audios=1, n_mels=n_mels,
-                       pad_id=encoder.tokenizer.pad_id)
-  batch = {k: jax.numpy.asarray(v) for k, v in loop.device_batch(host, MEL_FRAMES).items()}
   fns = model_fns.build(cfg)
-  loss, _ = fns.loss_fn(fns.forward(params, batch, train=False), batch["targets"], batch["loss_mask"])
-  return float(loss)
+  loss_of = jax.jit(lambda p, b: fns.loss_fn(fns.forward(p, b, train=False), b["targets"], b["loss_mask"])[0])
+
+  def loss(record: dict) -> float:
+    host = collate_train([encoder.encode(record)], buckets=(BUCKET,), max_audios=1, n_mels=n_mels,
+                         pad_id=encoder.tokenizer.pad_id)
+    return float(loss_of(params, loop.device_batch(host, MEL_FRAMES)))
+  return loss
 
 
 def test_eval_loss_comes_from_the_eval_manifest(runs, data):
@@ -117,9 +119,9 @@ def test_eval_loss_comes_from_the_eval_manifest(runs, data):
   workdir, proc = runs["sft"]
   assert proc.returncode == 0, proc.stderr[-3000:]
   logged = [r["eval_loss"] for r in _metrics(workdir) if "eval_loss" in r][0]
-  dev = read_eval_jsonl(data["dev"])[0]
-  assert logged == pytest.approx(_example_loss(workdir, dev, "qwen-audio", 80), rel=2e-6)
-  train_losses = [_example_loss(workdir, r, "qwen-audio", 80) for r in read_task_jsonl(data["train"])[:3]]
+  loss = _loss_fn(workdir, "qwen-audio", 80)
+  assert logged == pytest.approx(loss(read_eval_jsonl(data["dev"])[0]), rel=2e-6)
+  train_losses = [loss(r) for r in read_task_jsonl(data["train"])[:3]]
   assert all(abs(t - logged) > 1e-3 for t in train_losses), (logged, train_losses)
 
 

@@ -90,7 +90,7 @@ def test_qwen2_audio_records_without_prompt_get_natural_language_prompts():
   assert encoder.prompt_text(dict(record, prompt="Say it:")) == "Say it:"  # the record's own prompt wins
   aqa = synthetic.generate("aqa", 2)
   assert aqa["question"] in encoder.prompt_text(aqa)
-  with pytest.raises(ValueError, match="no language name for text_lang='xx'"):
+  with pytest.raises(ValueError, match="tgt='xx' is not one of"):
     encoder.prompt_text(dict(record, task="s2tt", text_lang="xx"))
 
 

@@ -92,8 +92,7 @@ def prepare_clip(audio: np.ndarray, policy: Policy = "error", source: str = "<ar
   too_long = total > N_SAMPLES
   if too_long and policy == "error":
     raise AudioError(f"{source}: audio is {duration:.2f} s, over the {CHUNK_SECONDS} s limit "
-                     "(set the long-audio policy to 'truncate' or 'chunk': --long_audio on the command "
-                     "line, data.long_audio in a run config)")
+                     "(choose policy='truncate' or policy='chunk')")
   if too_long and policy == "truncate":
     warnings.warn(f"{source}: {duration:.2f} s audio truncated to the first {CHUNK_SECONDS} s",
                   stacklevel=2)

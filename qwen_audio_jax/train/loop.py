@@ -242,7 +242,7 @@ def prepare(cfg, workdir: str) -> Prepared:
     record["forked_from"] = init.path
   data = pipeline.make_train_iterator(data_cfg, global_batch_size=int(cfg.train.batch_size),
                                       seed=int(cfg.train.data_seed))  # reads the training manifests
-  held_out = eval_batches(cfg, data_config.as_config(eval_data_config(data_cfg, found))) if found else None
+  held_out = eval_batches(cfg, data_cfg, found) if found else None
   if jax.process_index() == 0:
     preflight.warn_large_synthetic(entries, preflight.model_params(mcfg))
   return Prepared(cfg, workdir, mesh, mcfg, plan, schedule, data, held_out, init, resuming, record,
@@ -401,9 +401,10 @@ def _loop(p: Prepared, state, ckpt, stop):
   return state, summary
 
 
-def eval_batches(cfg, eval_data) -> list[dict]:
-  """The fixed held-out batches (eval.batches x eval.batch_size examples of the eval sources, seed 0)."""
-  from qwen_audio_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+def eval_batches(cfg, data_cfg, entries: list[dict]) -> list[dict]:
+  """The fixed held-out batches (eval.batches x eval.batch_size examples of `entries`, seed 0)."""
+  from qwen_audio_jax.data import config as data_config, pipeline  # pylint: disable=import-outside-toplevel
+  eval_data = data_config.as_config(eval_data_config(data_cfg, entries))
   it = pipeline.make_train_iterator(eval_data, global_batch_size=int(cfg.eval.batch_size), seed=0)
   try:
     host = [next(it) for _ in range(int(cfg.eval.batches))]
