@@ -37,12 +37,14 @@ def files(tmp_path_factory):
   other = other.replace(decoder=other.decoder.__class__(**{**model_config.to_dict(other)["decoder"], "n_layers": 1,
                                                            "vocab_size": 4096}),
                         audio_start_id=4000, audio_end_id=4001, audio_pad_id=4002, pad_id=4003)
-  checkpoint_io.save_model_checkpoint(str(root / "other_model"), other, params_lib.init_params(other, jax.random.PRNGKey(0)))
-  return {**paths, "broken": str(broken), "rejected": str(rejected), "other_model": str(root / "other_model"), "root": str(root)}
+  other_model = str(root / "other_model")
+  checkpoint_io.save_model_checkpoint(other_model, other, params_lib.init_params(other, jax.random.PRNGKey(0)))
+  return {**paths, "broken": str(broken), "rejected": str(rejected), "other_model": other_model, "root": str(root)}
 
 
 def base_flags(f: dict) -> list[str]:
-  return ["--config.model.preset=tiny-qwen-audio", "--config.train.batch_size=2", "--config.train.allow_random_init=true",
+  return ["--config.model.preset=tiny-qwen-audio", "--config.train.batch_size=2",
+          "--config.train.allow_random_init=true",
           f"--config.data.train_manifest={f['train']}", f"--config.data.eval_manifest={f['dev']}",
           "--config.data.num_workers=0", "--config.eval.batch_size=2", "--config.eval.batches=1",
           "--config.train.mel_frames=400"]
@@ -81,7 +83,10 @@ def _run(flags: list[str], workdir: str) -> tuple[subprocess.CompletedProcess, f
          *[a for a in flags if not a.startswith("--config=")]]
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
   t0 = time.time()
-  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  try:
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+  except subprocess.TimeoutExpired:
+    pytest.fail(f"still running after 120 s (a mistake must stop before training): {' '.join(flags)}")
   return proc, time.time() - t0
 
 

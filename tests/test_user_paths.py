@@ -48,7 +48,8 @@ def _env():
 def tiny_flags(preset: str, data: dict, steps: int = 2) -> list[str]:
   """What makes a shipped 7B config tiny, plus the user's data from the command line."""
   return [f"--config.model.preset={preset}", "--config.model.dtype=float32", "--config.model.remat_policy=none",
-          f"--config.train.total_steps={steps}", "--config.train.batch_size=2", f"--config.train.mel_frames={MEL_FRAMES}",
+          f"--config.train.total_steps={steps}", "--config.train.batch_size=2",
+          f"--config.train.mel_frames={MEL_FRAMES}",
           "--config.train.allow_random_init=true", f"--config.data.train_manifest={data['train']}",
           f"--config.data.eval_manifest={data['dev']}", f"--config.data.seq_buckets=({BUCKET},)",
           "--config.data.num_workers=0", "--config.eval.every_steps=2", "--config.eval.batches=1",
@@ -67,14 +68,23 @@ def data(tmp_path_factory):
   return testing.write_user_manifests(str(tmp_path_factory.mktemp("user_data")))
 
 
+class _Runs(dict):
+  """name -> (workdir, finished process); each config is trained once, when a test first asks for it."""
+
+  def __init__(self, root, data):
+    super().__init__()
+    self.root, self.data = root, data
+
+  def __missing__(self, name):
+    config, preset = CONFIGS[name]
+    workdir = str(self.root / name)
+    self[name] = (workdir, train_cli(config, workdir, tiny_flags(preset, self.data)))
+    return self[name]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, data):
-  root = tmp_path_factory.mktemp("runs")
-  out = {}
-  for name, (config, preset) in CONFIGS.items():
-    workdir = str(root / name)
-    out[name] = (workdir, train_cli(config, workdir, tiny_flags(preset, data)))
-  return out
+  return _Runs(tmp_path_factory.mktemp("runs"), data)
 
 
 def _metrics(workdir: str) -> list[dict]:
@@ -197,7 +207,8 @@ def test_resume_with_another_model_is_refused_and_changes_nothing(runs, data):
   assert proc.returncode == 0, proc.stderr[-3000:]
   before = _snapshot(workdir)
   t0 = time.time()
-  again = train_cli(CONFIGS["sft"][0], workdir, tiny_flags("tiny-qwen-audio", data) + ["--config.model.decoder.n_layers=3"])
+  changed = tiny_flags("tiny-qwen-audio", data) + ["--config.model.decoder.n_layers=3"]
+  again = train_cli(CONFIGS["sft"][0], workdir, changed)
   assert time.time() - t0 < 60
   assert again.returncode == 2, again.stderr[-2000:]
   lines = again.stderr.strip().splitlines()

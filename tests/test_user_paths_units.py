@@ -33,7 +33,8 @@ def test_train_fields_replace_sources_with_weights_in_order():
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"train_manifest": "a.jsonl", "train_weights": "1,2"}, "train_weights has 2 value(s) but train_manifest + corpus name 1"),
+    ({"train_manifest": "a.jsonl", "train_weights": "1,2"},
+     "train_weights has 2 value(s) but train_manifest + corpus name 1"),
     ({"train_manifest": "a.jsonl", "train_weights": "x"}, "comma-separated numbers"),
     ({"corpus": "librispeach:/d"}, "unknown corpus 'librispeach'"),
     ({"corpus": "librispeech"}, "use NAME:DIR[:SPLIT]"),
@@ -104,7 +105,8 @@ def test_every_model_field_is_a_config_field():
   tiny = model_config.PRESETS["tiny-qwen2-audio"]
   assert cfg == tiny.replace(dtype="bfloat16", decoder=tiny.decoder.__class__(
       **{**model_config.to_dict(tiny)["decoder"], "n_layers": 3}))
-  assert model_fns.resolve_model_config({"preset": "tiny-qwen-audio", "overrides": {"dtype": "bfloat16"}}).dtype == "bfloat16"
+  legacy = {"preset": "tiny-qwen-audio", "overrides": {"dtype": "bfloat16"}}  # config files written before
+  assert model_fns.resolve_model_config(legacy).dtype == "bfloat16"
   with pytest.raises(KeyError, match="model.remat_policy='fulll'; use one of none, full, minimal"):
     model_fns.resolve_model_config(defaults.model_block("tiny-qwen-audio", remat_policy="fulll"))
 
@@ -212,6 +214,13 @@ def test_bf16_verify_passes_and_fails_when_parity_fails(tmp_path, capsys):
   checkpoint_io.save_model_checkpoint(bad, cfg, checkpoint_io.unflatten(flat), meta)
   assert verify.main([f"--checkpoint={bad}", f"--reference={src}", "--source=hf-whisper"]) == 1
   assert "PARITY FAILED: encoder max|Δ|" in capsys.readouterr().out
+  from conversion import export  # pylint: disable=import-outside-toplevel
+  previous = os.umask(0o022)
+  try:  # the openai .pt goes through mkstemp (0600) before its rename
+    assert export.main([f"--checkpoint={out}", "--target=openai-whisper", f"--output={tmp_path / 'w.pt'}"]) == 0
+  finally:
+    os.umask(previous)
+  assert stat.S_IMODE(os.stat(tmp_path / "w.pt").st_mode) == 0o644
 
 
 # --- embed and demo flags ----------------------------------------------------------------------------------
