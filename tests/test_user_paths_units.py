@@ -262,3 +262,14 @@ def test_write_user_manifests_makes_distinct_train_and_eval_data(tmp_path):
   train = manifests.read_manifest(paths["train"])
   dev = manifests.read_manifest(paths["dev"])
   assert len(dev) == 1 and dev[0]["text"] not in {r["text"] for r in train} | {""}
+
+
+def test_a_large_model_on_the_synthetic_set_is_warned_loudly(capsys):
+  synthetic_entries = [{"name": "synthetic", "split": "train"}]
+  preflight.warn_large_synthetic(synthetic_entries, preflight.model_params(model_config.PRESETS["qwen-audio-7b"]))
+  err = capsys.readouterr().err
+  assert "WARNING: a 8.4 B-parameter model is training on the built-in SYNTHETIC" in err
+  assert "--config.data.train_manifest" in err
+  preflight.warn_large_synthetic(synthetic_entries, preflight.model_params(model_config.PRESETS["tiny-qwen-audio"]))
+  preflight.warn_large_synthetic([{"name": "manifest", "path": "a.jsonl"}], 8_400_000_000)
+  assert capsys.readouterr().err == ""
