@@ -45,8 +45,14 @@ def follow_umask(path: str, recursive: bool = True) -> None:
 
 
 def write_text_atomic(path: str, text: str) -> None:
-  """Writes `text` to `path` through a sibling temporary file and a rename (never half a file)."""
+  """Writes `text` to `path` through a sibling temporary file and a rename (never half a file).
+  URLs (gs://...) go through etils.epath (a copy-and-delete rename on object stores)."""
   tmp = f"{path}.tmp-{os.getpid()}"
+  if "://" in str(path):
+    from etils import epath  # pylint: disable=import-outside-toplevel
+    epath.Path(tmp).write_text(text)
+    epath.Path(tmp).replace(path)
+    return
   try:
     with open(tmp, "w", encoding="utf-8") as f:  # open() honours the umask
       f.write(text)

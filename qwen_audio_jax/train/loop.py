@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import sys
 import time
 from typing import Any
@@ -20,6 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 
 from qwen_audio_jax import checkpoint_io, files
 from qwen_audio_jax.audio import lengths as audio_lengths
@@ -291,9 +291,9 @@ def run(p: Prepared) -> dict[str, Any]:
     jax.config.update("jax_compilation_cache_dir", cfg.train.compilation_cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  created = not os.path.exists(workdir)
+  created = not epath.Path(workdir).exists()
   if main:
-    os.makedirs(workdir, exist_ok=True)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     files.write_json_atomic(os.path.join(workdir, checkpoint_io.RUN_CONFIG), p.record)
     print(f"mesh {mesh_lib.describe(p.mesh)}; {plan_summary(plan)}", flush=True)
   ckpt = checkpointing.Checkpoints(workdir, keep=int(cfg.checkpoint.keep), best_keep=int(cfg.checkpoint.best_keep),
@@ -310,7 +310,7 @@ def run(p: Prepared) -> dict[str, Any]:
     except Exception as e:  # pylint: disable=broad-exception-caught
       logging.error("checkpoint save also failed: %s", e)
     if created and main and isinstance(error, USER_ERRORS) and not checkpoint_io.run_steps(workdir, "checkpoints"):
-      shutil.rmtree(workdir, ignore_errors=True)  # a new run stopped by its data at step 1: leave nothing behind
+      epath.Path(workdir).rmtree()  # a new run stopped by its data at step 1: leave nothing behind
     raise
   stop.restore()
   p.data.close()

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from typing import Any
 
 import jax
+from etils import epath
 
 from qwen_audio_jax import checkpoint_io
 from qwen_audio_jax.data import config as data_config
@@ -119,12 +119,11 @@ def check_resume(workdir: str, record: dict, fork_from: str) -> tuple[bool, dict
   if steps and fork_from:
     raise RunConfigError(f"--workdir={workdir} already holds a run (checkpoints {steps}); "
                          "train.fork_from starts a NEW run: give a new --workdir")
-  path = os.path.join(workdir, checkpoint_io.RUN_CONFIG)
-  if not steps or not os.path.exists(path):
+  path = epath.Path(workdir) / checkpoint_io.RUN_CONFIG
+  if not steps or not path.exists():
     return bool(steps), {}
   try:
-    with open(path, encoding="utf-8") as f:
-      stored = json.load(f)
+    stored = json.loads(path.read_text())
   except (OSError, ValueError) as e:
     raise RunConfigError(f"{path}: unreadable ({e}); the workdir's run cannot be checked") from None
   diff = differences(stored, record)
