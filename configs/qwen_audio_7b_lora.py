@@ -1,7 +1,13 @@
 """Qwen-Audio(-Chat) LoRA fine-tuning: all base weights frozen; rank-8 adapters on the LLM's
 attention and MLP projections. At the end the adapters are exported as an HF-PEFT adapter
-(WORKDIR/lora_adapter: adapter_model.safetensors + adapter_config.json, Qwen-Audio hub names).
-Arg: `:qwen2` switches to Qwen2-Audio-7B (transformers module names `model.language_model.layers.N...`).
+(WORKDIR/lora_adapter: adapter_model.safetensors + adapter_config.json, Qwen-Audio hub names); the
+merged model: `python -m qwen_audio_jax.export_run --workdir=WORKDIR --output=DIR`.
+Arg: `:qwen2` switches to Qwen2-Audio-7B (transformers module names `model.language_model.layers.N...`,
+natural-language prompts). Data from the command line (there is no default data set):
+
+  python -m qwen_audio_jax.train --config=configs/qwen_audio_7b_lora.py --workdir=runs/lora \
+      --config.train.init_params_dir=ckpt/qwen-audio \
+      --config.data.train_manifest=train.jsonl --config.data.eval_manifest=dev.jsonl
 """
 
 from qwen_audio_jax.train import defaults
@@ -31,4 +37,5 @@ def get_config(arg=None):
   c.data.seq_buckets = (1024, 2048)
   c.checkpoint.every_steps = 500
   c.eval.every_steps = 500
+  c.data.sources = []  # no default data: set data.train_manifest / data.corpus (see above)
   return c

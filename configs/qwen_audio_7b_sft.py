@@ -1,8 +1,13 @@
 """Qwen-Audio-Chat stage 2 (supervised instruction fine-tuning): audio encoder frozen; LLM,
-projector and audio bos/eos trained (spec §6). Start from a stage-1 checkpoint's params:
+projector and audio bos/eos trained (spec §6). Starts from a converted (or stage-1 run's) checkpoint.
+Conversations (chat SFT jsonl: Qwen-Audio sft_sample ChatML lines or `messages` objects;
+qwen_audio_jax/data/conversations.py) are rendered in ChatML with the loss on the assistant turns; each
+manifest's kind is detected from its fields. There is no default data set:
 
-  python -m qwen_audio_jax.train --config=configs/qwen_audio_7b_sft.py \
-      --workdir=gs://BUCKET/runs/sft --config.train.init_params_dir=gs://BUCKET/init/qwen_audio
+  python -m qwen_audio_jax.train --config=configs/qwen_audio_7b_sft.py --workdir=runs/sft \
+      --config.train.init_params_dir=ckpt/qwen-audio \
+      --config.data.train_manifest=conversations.jsonl,text_instructions.jsonl --config.data.train_weights=0.9,0.1 \
+      --config.data.eval_manifest=dev_conversations.jsonl
 
 Hyper-parameters of the paper are not public (a hub config hints at ~8000 iterations).
 """
@@ -24,12 +29,11 @@ def get_config(arg=None):
   c.mesh.ici = (1, -1, 1)
   c.mesh.dcn = (-1, 1, 1)
   c.data.seq_buckets = (1024, 2048)
-  # Chat SFT data: conversations in the ChatML chat format, loss on the assistant turns (+ their <|im_end|>);
-  # file shapes in qwen_audio_jax/data/conversations.py. Add {"name": "conversations", "path": ..., "weight": w}
-  # entries for text-only instruction data to mix it in by weight.
-  c.data.sources = [dict(name="conversations", path="/data/sft/conversations.jsonl", weight=1.0)]
   c.data.max_audios = 2  # audio slots per example (every slot costs an encoder pass, used or not)
   c.data.num_workers = 8
   c.checkpoint.every_steps = 500
   c.eval.every_steps = 500
+  # No default data: data.train_manifest / data.corpus from the command line (see above). Conversations
+  # (chat format, loss on the assistant turns + their <|im_end|>) and text-only instruction data mix by weight.
+  c.data.sources = []
   return c

@@ -3,6 +3,7 @@
 #
 #   launch/tpu_pod.sh TPU_NAME ZONE CONFIG WORKDIR [--config.key=value ...]
 #   e.g. launch/tpu_pod.sh my-v5p-128 us-east5-a configs/qwen_audio_7b_sft.py gs://bucket/runs/sft \
+#          --config.data.train_manifest=/data/train.jsonl --config.data.eval_manifest=/data/dev.jsonl \
 #          --config.train.init_params_dir=gs://bucket/init/qwen_audio
 #
 # Every host runs the same command; jax.distributed.initialize() finds the coordinator through the

@@ -103,7 +103,9 @@ def test_checkpoint_restores_on_one_process_with_same_eval_loss(run):
   state, data_state = ckpt.restore(plan)
   ckpt.close()
   assert int(state["step"]) == TOTAL and data_state["global_batches"] == TOTAL
-  batches = loop._eval_batches(cfg, int(cfg.train.mel_frames))
+  from qwen_audio_jax.data import config as data_config
+  data_cfg = data_config.as_config(cfg.data)
+  batches = loop.eval_batches(cfg, data_cfg, data_config.eval_entries(data_cfg, cfg.eval.split))
   loss = loop._evaluate(plan, step_lib.make_eval_step(plan), state, batches)
   with open(workdir / "metrics.jsonl") as f:
     logged = [json.loads(line)["eval_loss"] for line in f if "eval_loss" in line]

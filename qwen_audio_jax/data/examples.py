@@ -20,6 +20,7 @@ from qwen_audio_jax.audio.long_audio import prepare_clip
 from qwen_audio_jax.data.records import describe
 from qwen_audio_jax.prompts import build_training_example, expand_audio, task_fields, task_tags
 from qwen_audio_jax.prompts.conversation import build_chat_example, conversation_audios
+from qwen_audio_jax.prompts.qwen2_tasks import qwen2_task_prompt
 from qwen_audio_jax.tokenizer import get_tokenizer
 
 QWEN2_AUDIO_SLOT = "<|audio_bos|><|AUDIO|><|audio_eos|>"
@@ -86,15 +87,16 @@ class ExampleEncoder:
 
   # --- text --------------------------------------------------------------------------------
   def prompt_text(self, record: dict) -> str:
-    """The tag prompt (Qwen-Audio) or the record's own prompt, without the audio part."""
+    """The record's own prompt, else the task's tag prompt (Qwen-Audio) or natural-language prompt
+    (Qwen2-Audio, `prompts/qwen2_tasks.py`), without the audio part."""
     if record.get("prompt"):
       return record["prompt"]
-    if self.family != "qwen-audio":
-      raise ValueError(f"{describe(record)}: family {self.family!r} has no tag prompts; give the "
-                       "record a 'prompt'")
     values = {"lang": record["lang"], "src": record["lang"], "tgt": record["text_lang"],
               "question": record["question"]}
-    return task_tags(record["task"], **{k: values[k] for k in task_fields(record["task"])})
+    fields = {k: values[k] for k in task_fields(record["task"])}
+    if self.family != "qwen-audio":  # Qwen2-Audio: natural-language prompts (prompts/qwen2_tasks.py)
+      return qwen2_task_prompt(record["task"], **fields)
+    return task_tags(record["task"], **fields)
 
   def prompt_ids(self, record: dict, audio_tokens: list[int]) -> list[int]:
     """Audio span(s) expanded to n placeholders each, then the prompt."""

@@ -15,7 +15,7 @@ from qwen_audio_jax.data.config import DataConfigError
 from qwen_audio_jax.data.corpora import CORPORA
 
 DEFAULT_SYNTHETIC_SIZE = 10000
-SOURCE_NAMES = ("synthetic", *CORPORA, "jsonl", "eval_jsonl", "conversations")
+SOURCE_NAMES = ("synthetic", *CORPORA, "manifest", "jsonl", "eval_jsonl", "conversations")
 
 
 def _splits(entry: Mapping[str, Any], default: str) -> list[str]:
@@ -59,6 +59,8 @@ def record_parts(entry: Mapping[str, Any]) -> list[Any]:
     return _synthetic(entry)
   if name in CORPORA:
     return _corpus(entry)
+  if name == "manifest":
+    return [manifests.read_manifest(p) for p in _paths(entry)]
   if name == "jsonl":
     return [manifests.read_task_jsonl(p) for p in _paths(entry)]
   if name == "eval_jsonl":

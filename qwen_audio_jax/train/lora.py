@@ -19,6 +19,8 @@ import jax.numpy as jnp
 from flax import traverse_util
 from jax.sharding import PartitionSpec as P
 
+from qwen_audio_jax import checkpoint_io
+
 
 class LoraConfigError(ValueError):
   """A LoRA target pattern is invalid, matches nothing, or matches a non-Dense kernel."""
@@ -83,18 +85,9 @@ def collection(lora: Mapping, s: float) -> dict:
 
 
 def merge(params: Mapping, lora: Mapping, s: float) -> dict:
-  """Base params with every adapted kernel replaced by W + s · A @ B (in W's dtype)."""
-  if not lora:
-    return params
-  flat = traverse_util.flatten_dict(dict(params))
-  ad = traverse_util.flatten_dict(dict(lora))
-  for path in [p for p in ad if p[-1] == "lora_a"]:
-    a, b = ad[path], ad[path[:-1] + ("lora_b",)]
-    k = path[:-1] + ("kernel",)
-    w = flat[k]
-    delta = jnp.einsum("...ir,...ro->...io", a.astype(jnp.float32), b.astype(jnp.float32))
-    flat[k] = (w.astype(jnp.float32) + s * delta).astype(w.dtype)
-  return traverse_util.unflatten_dict(flat)
+  """Base params with every adapted kernel replaced by W + s · A @ B (in W's dtype); the one definition
+  lives in `checkpoint_io.merge_lora`, so a stored LoRA run reads as exactly the model training used."""
+  return checkpoint_io.merge_lora(params, lora, s)
 
 
 def count(lora: Mapping) -> int:
