@@ -66,7 +66,7 @@ CASES = {  # name: (flags replacing/adding to the base, text the one line must c
     "missing init checkpoint": (["--config.train.init_params_dir=/no/such/ckpt"],
                                 "train.init_params_dir: /no/such/ckpt: no such checkpoint directory"),
     "init of another shape": (["--config.train.init_params_dir={other_model}"],
-                              "decoder/embed/embedding has shape [4096, 64], config says [155947, 64]"),
+                              "decoder/embed/embedding has shape [4096, 64], config says [156672, 64]"),
     "fine-tuning random weights": (["--config.train.allow_random_init=false"], "allow_random_init=true"),
     "missing manifest": (["--config.data.train_manifest=/no/such.jsonl"], "/no/such.jsonl: manifest file not found"),
     "broken manifest line": (["--config.data.train_manifest={broken}"], "broken.jsonl:2: invalid JSON"),

@@ -321,12 +321,15 @@ def test_sft_configs_train_the_chat_format(name, family, tmp_path):
   from qwen_audio_jax.data.examples import ExampleEncoder
   from qwen_audio_jax.data.sources import records_of
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  from qwen_audio_jax.data.config import source_entries
   cfg = runpy.run_path(os.path.join(root, "configs", f"{name}.py"))["get_config"]()
-  assert cfg.data.family == family and [s["name"] for s in cfg.data.sources] == ["conversations"]
+  assert cfg.data.family == family and not cfg.data.sources  # no default data set
   path = tmp_path / "c.jsonl"
   path.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi"},
                                            {"role": "assistant", "content": "Hello."}]}))
-  (record,) = records_of(dict(cfg.data.sources[0], path=str(path)))
+  cfg.data.train_manifest = str(path)  # what --config.data.train_manifest=... sets; its kind is detected
+  (entry,) = source_entries(cfg.data)
+  (record,) = records_of(entry)
   encoded = ExampleEncoder.from_config(cfg.data).encode(record)
   tok = get_tokenizer(family)
   targets = encoded.ids[encoded.loss_mask == 1].tolist()

@@ -114,7 +114,7 @@ def _loss_fn(workdir: str, family: str, n_mels: int):
   cfg, params, _ = checkpoint_io.load_model_checkpoint(workdir)  # a WORKDIR resolves to its best step
   encoder = ExampleEncoder(family=family, max_tokens=BUCKET)
   fns = model_fns.build(cfg)
-  loss_of = jax.jit(lambda p, b: fns.loss_fn(fns.forward(p, b, train=False), b["targets"], b["loss_mask"])[0])
+  loss_of = jax.jit(lambda p, b: fns.loss(p, b, train=False)[0])
 
   def loss(record: dict) -> float:
     host = collate_train([encoder.encode(record)], buckets=(BUCKET,), max_audios=1, n_mels=n_mels,

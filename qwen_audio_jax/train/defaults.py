@@ -27,6 +27,7 @@ def _placeholders(cls) -> ml_collections.ConfigDict:
 # Vocabulary padding of the 7B run configs: rows a multiple of 1024 = 128 x tensor for tensor <= 8, so
 # tensor parallelism splits embedding and lm_head (155,947 -> 156,672 rows for Qwen-Audio, +0.5%).
 VOCAB_PAD_TO = 1024
+SUB_BLOCKS = ("encoder", "decoder", "text_decoder")  # nested model-config dataclasses
 
 
 def model_block(preset: str, **overrides) -> ml_collections.ConfigDict:
@@ -40,9 +41,10 @@ def model_block(preset: str, **overrides) -> ml_collections.ConfigDict:
   block.preset = preset
   block.encoder = _placeholders(model_config.EncoderConfig)
   block.decoder = _placeholders(model_config.DecoderConfig)
+  block.text_decoder = _placeholders(model_config.WhisperDecoderConfig)
   for key, value in overrides.items():
-    if key in ("encoder", "decoder"):
-      for sub_key, sub_value in dict(value).items():
+    if key in SUB_BLOCKS:
+      for sub_key, sub_value in dict(value or {}).items():
         if sub_key not in block[key]:
           raise KeyError(f"model_block: {key}.{sub_key} is not a {key} config field")
         block[key][sub_key] = sub_value

@@ -63,7 +63,7 @@ def resolve_model_config(model_cfg) -> model_config.ModelConfig:
                    f"{', '.join(sorted(model_config.PRESETS))}")
   base = model_config.to_dict(model_config.PRESETS[preset])
   fields = _set_fields(model_cfg)
-  for part in ("encoder", "decoder"):
+  for part in ("encoder", "decoder", "text_decoder"):
     if fields.get(part) and base.get(part) is None:
       raise KeyError(f"config model.{part}.*: preset {preset!r} has no {part}")
     if part in fields and not fields[part]:
@@ -78,7 +78,8 @@ def resolve_model_config(model_cfg) -> model_config.ModelConfig:
 
 def _check_choices(cfg: model_config.ModelConfig) -> None:
   """Literal-typed fields and dtypes hold one of their allowed values (a typo must not pass)."""
-  for prefix, obj in (("", cfg), ("encoder.", cfg.encoder), ("decoder.", cfg.decoder)):
+  for prefix, obj in (("", cfg), ("encoder.", cfg.encoder), ("decoder.", cfg.decoder),
+                      ("text_decoder.", cfg.text_decoder)):
     if obj is None:
       continue
     for name, hint in typing.get_type_hints(type(obj)).items():
