@@ -135,6 +135,14 @@ def test_eval_loss_comes_from_the_eval_manifest(runs, data):
   assert all(abs(t - logged) > 1e-3 for t in train_losses), (logged, train_losses)
 
 
+def _unpadded(params: dict, vocab_size: int) -> dict:
+  """The 7B configs pad the vocabulary rows (decoder.vocab_pad_to); exports hold only the true rows."""
+  flat = dict(checkpoint_io.flatten(params))
+  flat["decoder/embed/embedding"] = flat["decoder/embed/embedding"][:vocab_size]
+  flat["decoder/lm_head/kernel"] = flat["decoder/lm_head/kernel"][:, :vocab_size]
+  return checkpoint_io.unflatten(flat)
+
+
 def _tree_equal(a: dict, b: dict) -> None:
   fa, fb = checkpoint_io.flatten(a), checkpoint_io.flatten(b)
   assert set(fa) == set(fb)
@@ -170,9 +178,10 @@ def test_embed_and_export_take_a_run_and_round_trip_bit_exactly(runs, data, tmp_
     assert _modes(back) == {("dir", 0o755), ("file", 0o644)}
   finally:
     os.umask(previous)
-  _, run_params, meta = checkpoint_io.load_model_checkpoint(workdir, step="latest")
+  run_cfg, run_params, meta = checkpoint_io.load_model_checkpoint(workdir, step="latest")
   assert meta["run"]["step"] == 2 and meta["run"]["kind"] == "checkpoints"
-  _tree_equal(checkpoint_io.load_model_checkpoint(back)[1], run_params)
+  assert run_cfg.decoder.padded_vocab > run_cfg.decoder.vocab_size  # the run pads; the export does not
+  _tree_equal(checkpoint_io.load_model_checkpoint(back)[1], _unpadded(run_params, run_cfg.decoder.vocab_size))
 
 
 def test_lora_run_exports_its_merged_model(runs, tmp_path):
@@ -183,7 +192,8 @@ def test_lora_run_exports_its_merged_model(runs, tmp_path):
   assert convert.main(["--source=hf-qwen-audio", f"--input={tmp_path / 'hf'}", f"--output={tmp_path / 'back'}"]) == 0
   ckpt = checkpoint_io.resolve(workdir)
   merged = ckpt.load()
-  _tree_equal(checkpoint_io.load_model_checkpoint(str(tmp_path / "back"))[1], merged)
+  _tree_equal(checkpoint_io.load_model_checkpoint(str(tmp_path / "back"))[1],
+              _unpadded(merged, ckpt.config.decoder.vocab_size))
   base = dataclasses.replace(ckpt, metadata={**ckpt.metadata, "lora": None}).load()  # scale 0: W + 0 = W
   q = "decoder/layers/attn/q/kernel"
   assert not np.array_equal(checkpoint_io.flatten(merged)[q], checkpoint_io.flatten(base)[q])  # adapters trained
