@@ -23,7 +23,8 @@ from qwen_audio_jax.model import config as model_config
 from qwen_audio_jax.model.splice import check_audio_placeholders
 from qwen_audio_jax.sharding import mesh as mesh_lib, partition
 from qwen_audio_jax.train import (checkpointing, metrics as metrics_lib, model_fns, optimizer as optim_lib,
-                                  plot, preemption, specaugment, state as state_lib, step as step_lib, tb)
+                                  plot, preemption, run_identity, specaugment, state as state_lib, step as step_lib,
+                                  tb, watchdog as watchdog_lib)
 
 MODEL_KEYS = ("input_ids", "attention_mask", "targets", "loss_mask", "audio_mel", "audio_lengths")
 
@@ -152,9 +153,9 @@ def _load_history(workdir: str) -> list:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def setup(cfg, workdir: str):
-  """Everything static about the run: mesh, model, optimizer, plan."""
-  mesh = mesh_lib.mesh_from_config(cfg.mesh)
+def setup(cfg, workdir: str, mesh=None):
+  """Everything static about the run: mesh (from the config unless given), model, optimizer, plan."""
+  mesh = mesh_lib.mesh_from_config(cfg.mesh) if mesh is None else mesh
   mcfg = model_fns.resolve_model_config(cfg.model)
   fns = model_fns.build(mcfg)
   total = int(cfg.train.total_steps)
@@ -200,6 +201,7 @@ def _throughput(mcfg, m: dict, shapes: dict, dt: float, peak: float, mult, examp
 def train(cfg, workdir: str) -> dict[str, Any]:
   """Runs (or resumes) training; returns a summary. Raises on any failure (incl. async saves)."""
   os.makedirs(workdir, exist_ok=True)
+  config_hash, code_hash = run_identity.check_same_everywhere(cfg, workdir)  # before any compile
   if cfg.train.compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", cfg.train.compilation_cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -208,7 +210,8 @@ def train(cfg, workdir: str) -> dict[str, Any]:
   main = jax.process_index() == 0
   if main:
     with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump({"config": json.loads(cfg.to_json_best_effort()), "model": model_config.to_dict(mcfg)}, f, indent=1)
+      json.dump({"config": json.loads(cfg.to_json_best_effort()), "model": model_config.to_dict(mcfg),
+                 "config_hash": config_hash, "code_hash": code_hash}, f, indent=1)
     print(f"mesh {mesh_lib.describe(mesh)}; {plan_summary(plan)}", flush=True)
   from qwen_audio_jax.data import config as data_config, pipeline  # pylint: disable=import-outside-toplevel
   check_data_matches_model(data_config.as_config(cfg.data), mcfg)
@@ -217,10 +220,12 @@ def train(cfg, workdir: str) -> dict[str, Any]:
   ckpt = checkpointing.Checkpoints(workdir, keep=int(cfg.checkpoint.keep), best_keep=int(cfg.checkpoint.best_keep),
                                    async_save=bool(cfg.checkpoint.async_save))
   stop = preemption.StopSignal()
+  watchdog = watchdog_lib.from_config(cfg.get("watchdog"))
   try:
     state = _restore_or_init(cfg, plan, ckpt, data, main)
-    state, summary = _loop(cfg, workdir, mcfg, plan, schedule, state, data, ckpt, stop)
+    state, summary = _loop(cfg, workdir, mcfg, plan, schedule, state, data, ckpt, stop, watchdog)
   except BaseException:
+    watchdog.close()
     stop.restore()
     data.close()
     try:  # a failing save must not hide the error that stopped training
@@ -228,6 +233,7 @@ def train(cfg, workdir: str) -> dict[str, Any]:
     except Exception as e:  # pylint: disable=broad-exception-caught
       logging.error("checkpoint save also failed: %s", e)
     raise
+  watchdog.close()
   stop.restore()
   data.close()
   ckpt.close()  # waits for async saves; raises if one failed
@@ -238,7 +244,7 @@ def train(cfg, workdir: str) -> dict[str, Any]:
   return summary
 
 
-def _loop(cfg, workdir, mcfg, plan, schedule, state, data, ckpt, stop):
+def _loop(cfg, workdir, mcfg, plan, schedule, state, data, ckpt, stop, watchdog):
   """Steps from the state's step to train.total_steps (or a stop); returns (state, summary)."""
   mesh, main = plan.mesh, jax.process_index() == 0
   train_step = step_lib.make_train_step(plan, cfg.train, schedule, specaugment.from_config(cfg.train.specaugment))
@@ -260,7 +266,7 @@ def _loop(cfg, workdir, mcfg, plan, schedule, state, data, ckpt, stop):
     key = tuple(sorted(shapes.items()))
     if key not in compiled:  # one compile per sequence bucket, timed apart from the steps
       t0 = time.time()
-      with partition.activation_context(mesh):
+      with partition.activation_context(mesh), watchdog.phase("compile", timed=False):
         compiled[key] = train_step.jitted.lower(state, batch).compile()
       summary["compile_s"].append(time.time() - t0)
       logs.write(step, {"compile_s": time.time() - t0},
@@ -268,10 +274,12 @@ def _loop(cfg, workdir, mcfg, plan, schedule, state, data, ckpt, stop):
       t_mark = time.time()
     state, m = compiled[key](state, batch)
     step += 1
+    watchdog.dispatched(step)
     pending.append((step, m, shapes))
     if step % log_every == 0 or step == total:
       values = host_value([p[1] for p in pending])
       dt = (time.time() - t_mark) / len(pending)
+      watchdog.completed(len(pending), dt)
       for (s, _, shp), v in zip(pending, values):
         rec = {k: float(v[k]) for k in step_lib.METRIC_KEYS}
         rec.update(_throughput(mcfg, rec, shp, dt, peak, mult, int(cfg.train.batch_size)))
@@ -279,15 +287,18 @@ def _loop(cfg, workdir, mcfg, plan, schedule, state, data, ckpt, stop):
       pending, t_mark = [], time.time()
     logs.progress(step, total, t_start, first)
     if every_eval and (step % every_eval == 0 or step == total):
-      eval_batches = eval_batches or _eval_batches(cfg, mel_frames)
-      loss = _evaluate(plan, eval_step, state, eval_batches)
+      with watchdog.phase("eval"):
+        eval_batches = eval_batches or _eval_batches(cfg, mel_frames)
+        loss = _evaluate(plan, eval_step, state, eval_batches)
       logs.write(step, {"eval_loss": loss}, f"eval step {step}: eval_loss {loss:.4f}")
-      ckpt.save_best(step, state, {"eval_loss": loss})
+      with watchdog.phase("checkpoint"):
+        ckpt.save_best(step, state, {"eval_loss": loss})
       t_mark = time.time()
     limit = int(cfg.train.stop_after_steps)
     stopped = stop.should_stop() or bool(limit and step - first >= limit)
     if step % every_ckpt == 0 or step == total or stopped:
-      ckpt.save(step, state, data.get_state(), {"model": model_config.to_dict(mcfg)})
+      with watchdog.phase("checkpoint"):
+        ckpt.save(step, state, data.get_state(), {"model": model_config.to_dict(mcfg)})
       t_mark = time.time()
     if stopped:
       if main:
