@@ -1,11 +1,10 @@
-"""A real 2-process run (jax.distributed on 127.0.0.1, gloo CPU collectives, 2 devices each) trains,
-evaluates and saves; its checkpoint then restores in this single process (one device) and gives the
-same held-out loss.
+"""A real 2-process run started by the local rehearsal launcher (`python -m launch.local`: jax.distributed
+on 127.0.0.1, gloo CPU collectives, 2 devices each) trains, evaluates and saves; its checkpoint then
+restores in this single process (one device) and gives the same held-out loss.
 """
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -33,36 +32,28 @@ def get_config(arg=None):
 """
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("mp")
   config = tmp / "mp_config.py"
   config.write_text(CONFIG.format(tiny=os.path.join(ROOT, "configs", "tiny_synthetic.py"), total=TOTAL,
                                   cache=str(tmp / "xla_cache")))
-  workdir = tmp / "run"
-  port = _free_port()
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0")
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "qwen_audio_jax.train", f"--config={config}", f"--workdir={workdir}",
-       f"--config.distributed.coordinator=127.0.0.1:{port}", "--config.distributed.num_processes=2",
-       f"--config.distributed.process_id={i}", "--config.distributed.cpu_devices=2"],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-  outs = [p.communicate(timeout=600) for p in procs]
-  for p, (out, err) in zip(procs, outs):
-    assert p.returncode == 0, err[-4000:]
+  workdir, logdir = tmp / "run", tmp / "logs"
+  env = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0")
+  proc = subprocess.run(
+      [sys.executable, "-m", "launch.local", "-n", "2", "-d", "2", f"--logdir={logdir}", "--timeout=600", "--",
+       "train", f"--config={config}", f"--workdir={workdir}"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=660)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  outs = [(logdir / f"process_{i}.log").read_text() for i in range(2)]
+  assert outs[0] in proc.stdout  # process 0 streamed to the terminal
   return config, workdir, outs
 
 
 def test_two_processes_train_on_hybrid_mesh(run):
   _, workdir, outs = run
-  assert "mesh data=2 fsdp=2 tensor=1" in outs[0][0]
-  assert "step 1/" not in outs[1][0] and "mesh" not in outs[1][0]  # only process 0 logs
+  assert "mesh data=2 fsdp=2 tensor=1" in outs[0]
+  assert "step 1/" not in outs[1] and "mesh" not in outs[1]  # only process 0 logs
   with open(workdir / "metrics.jsonl") as f:
     recs = [json.loads(line) for line in f]
   losses = [r["loss"] for r in recs if "loss" in r]

@@ -45,9 +45,11 @@ def main(argv):
     logging.set_verbosity(logging.ERROR)
   from qwen_audio_jax.plan import run  # pylint: disable=import-outside-toplevel
   overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
+  config_arg = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--config=")),
+                    config_flags.get_config_filename(flags.FLAGS["config"]))
   t0 = time.time()
   try:
-    result = run.plan(_CONFIG.value, config_flags.get_config_filename(flags.FLAGS["config"]), overrides, _TOPOLOGY.value, _SLICES.value,
+    result = run.plan(_CONFIG.value, config_arg, overrides, _TOPOLOGY.value, _SLICES.value,
                       steps=tuple(_STEPS.value), mfu=_MFU.value, backend=_BACKEND.value, hbm_gib=_HBM.value,
                       search=_SEARCH.value, gen=dict(batch=_GEN_BATCH.value, prompt_len=_GEN_PROMPT.value,
                                                      new_tokens=_GEN_NEW.value))

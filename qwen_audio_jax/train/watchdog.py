@@ -100,6 +100,7 @@ class Watchdog:
         median = statistics.median(self._samples) if self._samples else float("nan")
       if waited > limit:
         self._fire(step, phase, waited, limit, median)
+        return
 
   def _fire(self, step, phase, waited, limit, median) -> None:
     where = f"step {step}" if phase == "steps" else f"{phase} after step {step}"
