@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 
+from qwen_audio_jax.plan import analyse
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"stage1": "configs/qwen_audio_7b_pretrain.py", "sft": "configs/qwen_audio_7b_sft.py",
            "lora": "configs/qwen_audio_7b_lora.py"}
@@ -43,7 +45,11 @@ def render(out: str) -> str:
       r = json.load(f)
     t, s = r["target"], r["steps"]["train"]
     total = s["memory"].get("total")
-    mem = f"{total / GIB:.1f} ({t['hbm_bytes'] / GIB:.0f})" if total else f"OOM ({t['hbm_bytes'] / GIB:.0f})"
+    if total:
+      mem = f"{total / GIB:.1f} ({t['hbm_bytes'] / GIB:.0f})"
+    else:
+      need = s["memory"].get("oom_needed") or analyse.oom_usage(s.get("error", "")).get("oom_needed")
+      mem = f"OOM: needs {need / GIB:.0f} ({t['hbm_bytes'] / GIB:.0f})" if need else f"OOM ({t['hbm_bytes'] / GIB:.0f})"
     fits = "yes" if s["fits"] else "**no**"
     best = (r.get("search") or {}).get("best")
     if not s["fits"] and best:

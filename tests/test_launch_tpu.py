@@ -90,12 +90,12 @@ def test_remote_run_script_fails_when_the_program_fails(tmp_path):
   spec = commands.Spec("qa", "z1", topology.parse("v5e-4"), remote_dir=str(tmp_path / "my dir"))
   venv = tmp_path / "my dir" / ".venv" / "bin"
   venv.mkdir(parents=True)
-  (venv / "python").write_text("#!/usr/bin/env bash\necho \"args: $*\"\nexit 5\n")
+  (venv / "python").write_text("#!/usr/bin/env bash\nprintf 'args:'; printf ' <%s>' \"$@\"; echo\nexit 5\n")
   (venv / "python").chmod(0o755)
   script = commands.run_script(spec, "train", ["--workdir=/a b"])
   p = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
   assert p.returncode == 5
-  assert "args: -m qwen_audio_jax.train --workdir=/a b" in p.stdout
+  assert "args: <-m> <qwen_audio_jax.train> <--workdir=/a b>" in p.stdout  # one argument, space kept
   logs = list((tmp_path / "my dir" / "logs").glob("train_*.log"))
   assert len(logs) == 1 and "args:" in logs[0].read_text()
 

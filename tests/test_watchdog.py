@@ -36,11 +36,11 @@ def _stall_forever_in_a_named_function(event):
 
 def test_fires_after_factor_times_median_and_dumps_all_stacks(fake_exit, tmp_path):
   out = open(tmp_path / "stderr.txt", "w+")  # faulthandler writes to a real file descriptor
-  dog = wd.Watchdog(factor=3.0, min_timeout_s=0.0, ceiling_s=60.0, warmup_steps=2, poll_s=0.02, stream=out)
+  dog = wd.Watchdog(factor=3.0, min_timeout_s=0.0, ceiling_s=60.0, warmup_steps=3, poll_s=0.02, stream=out)
   dog.start()
   for step in range(1, 7):
     dog.dispatched(step)
-    dog.completed(1, 100.0 if step <= 2 else 0.1)  # warm-up steps (slow) must not count
+    dog.completed(1, 100.0 if step <= 3 else 0.1)  # warm-up steps (slow) must not count
   release = threading.Event()
   sleeper = threading.Thread(target=_stall_forever_in_a_named_function, args=(release,), daemon=True)
   sleeper.start()
@@ -59,7 +59,7 @@ def test_fires_after_factor_times_median_and_dumps_all_stacks(fake_exit, tmp_pat
 
 
 def test_quiet_while_steps_complete_during_compiles_and_under_the_floor(fake_exit):
-  dog = wd.Watchdog(factor=2.0, min_timeout_s=0.5, ceiling_s=0.0, warmup_steps=0, poll_s=0.02, stream=io.StringIO())
+  dog = wd.Watchdog(factor=2.0, min_timeout_s=0.5, ceiling_s=0.9, warmup_steps=0, poll_s=0.02, stream=io.StringIO())
   dog.start()
   dog.dispatched(1)
   dog.completed(1, 0.01)  # limit = max(0.5, 2 x 0.01) = 0.5 s
@@ -67,11 +67,14 @@ def test_quiet_while_steps_complete_during_compiles_and_under_the_floor(fake_exi
   dog.dispatched(2)
   time.sleep(0.2)  # under the floor
   dog.completed(1, 0.01)
-  with dog.phase("compile", timed=False):  # compiles are never timed
-    time.sleep(0.8)
+  with dog.phase("compile", timed=False):  # compiles are never timed, not even against the ceiling
+    time.sleep(1.2)
+  with dog.phase("eval"):  # evaluation is held to the ceiling only, not to the step limit
+    assert dog.limit() == pytest.approx(0.9)
+    time.sleep(0.7)
   dog.dispatched(3)
-  dog.dispatched(4)  # two steps in flight: twice the limit
-  assert dog.limit() == pytest.approx(1.0)
+  dog.dispatched(4)  # two steps in flight: twice the step limit (capped by the ceiling)
+  assert dog.limit() == pytest.approx(0.9)
   time.sleep(0.7)
   dog.completed(2, 0.01)
   dog.close()

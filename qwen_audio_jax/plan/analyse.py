@@ -16,7 +16,9 @@ from qwen_audio_jax.plan.steps import PlannedStep
 from qwen_audio_jax.sharding import partition
 
 _OOM = re.compile(r"resource_exhausted|ran out of memory|out of memory in memory space", re.IGNORECASE)
-_USED = re.compile(r"Used ([\d.]+)([KMGT]?)i?B? of ([\d.]+)([KMGT]?)i?B? hbm", re.IGNORECASE)
+_USED = (re.compile(r"Used ([\d.]+)([KMGT]?)i?B? of ([\d.]+)([KMGT]?)i?B? hbm", re.IGNORECASE),
+         re.compile(r"required for HLO temporaries \(([\d.]+)([KMGT]?)i?B?\) exceeds available HBM "
+                    r"\(([\d.]+)([KMGT]?)i?B?\)", re.IGNORECASE))
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -38,12 +40,14 @@ def memory_dict(analysis) -> dict:
 
 
 def oom_usage(message: str) -> dict:
-  """XLA:TPU's "Used 21.95G of 15.48G hbm" → {"total": used, "limit": limit} (bytes), if present."""
-  m = _USED.search(message)
-  if not m:
-    return {}
-  return {"total": int(float(m.group(1)) * _UNITS[m.group(2).upper()]),
-          "limit": int(float(m.group(3)) * _UNITS[m.group(4).upper()])}
+  """XLA:TPU's "Used 21.95G of 15.48G hbm" or "HLO temporaries (64.07G) exceeds available HBM (31.75G)"
+  → {"oom_needed": bytes, "oom_available": bytes}, when the message has them."""
+  for pattern in _USED:
+    m = pattern.search(message)
+    if m:
+      return {"oom_needed": int(float(m.group(1)) * _UNITS[m.group(2).upper()]),
+              "oom_available": int(float(m.group(3)) * _UNITS[m.group(4).upper()])}
+  return {}
 
 
 def compile_step(step: PlannedStep, mesh) -> Compiled:

@@ -47,8 +47,15 @@ def plan(cfg, config_path: str, overrides: Sequence[str], topology_name: str, nu
 
 def _not_fit_line(out: dict) -> str:
   bad = [f"{n} ({r['memory']['total'] / 2**30:.2f} GiB per device)" if r["memory"].get("total")
-         else f"{n} (XLA ran out of memory while compiling)" for n, r in out.items() if not r["fits"]]
+         else f"{n} (XLA ran out of memory while compiling{_oom(r['memory'])})" for n, r in out.items()
+         if not r["fits"]]
   return "DOES NOT FIT: " + ", ".join(bad)
+
+
+def _oom(memory: dict) -> str:
+  if "oom_needed" not in memory:
+    return ""
+  return f": needs {memory['oom_needed'] / 2**30:.2f} GiB, {memory['oom_available'] / 2**30:.2f} GiB available"
 
 
 def _gen_sizes(cfg, target, gen: dict) -> dict:
