@@ -1,7 +1,6 @@
 """The per-host step watchdog: unit behaviour (fake clock-free, fast), and a real training run whose
 step hangs: it dumps every thread's stack and exits 124."""
 
-import io
 import os
 import subprocess
 import sys
@@ -58,8 +57,9 @@ def test_fires_after_factor_times_median_and_dumps_all_stacks(fake_exit, tmp_pat
   assert "_stall_forever_in_a_named_function" in text  # every thread's Python stack
 
 
-def test_quiet_while_steps_complete_during_compiles_and_under_the_floor(fake_exit):
-  dog = wd.Watchdog(factor=2.0, min_timeout_s=0.5, ceiling_s=0.9, warmup_steps=0, poll_s=0.02, stream=io.StringIO())
+def test_quiet_while_steps_complete_during_compiles_and_under_the_floor(fake_exit, tmp_path):
+  out = open(tmp_path / "stderr.txt", "w")  # a real file: a firing watchdog could dump its stacks
+  dog = wd.Watchdog(factor=2.0, min_timeout_s=0.5, ceiling_s=0.9, warmup_steps=0, poll_s=0.02, stream=out)
   dog.start()
   dog.dispatched(1)
   dog.completed(1, 0.01)  # limit = max(0.5, 2 x 0.01) = 0.5 s
