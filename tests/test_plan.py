@@ -28,7 +28,8 @@ def test_topology_names(name, chips, shape, hbm, kind):
 def test_topology_libtpu_names_and_wrap():
   assert topology.parse("v5p-64").libtpu_topology == "v5:2x4x4" and topology.parse("v5p-64").wrap == (False,) * 3
   assert topology.parse("v5p-128").wrap == (True,) * 3  # a whole 4x4x4 cube is a torus
-  assert topology.parse("v6e-128").wrap == (False, True, False) and topology.parse("v6e-256").wrap == (True, True, False)
+  assert topology.parse("v6e-128").wrap == (False, True, False)
+  assert topology.parse("v6e-256").wrap == (True, True, False)
   assert topology.parse("v4-32").generation.chip_config == "megacore_dense"
 
 

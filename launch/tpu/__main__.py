@@ -117,7 +117,8 @@ def parse(argv):
 
 def program_args(program: list[str]) -> tuple[str, list[str]]:
   name, flags = program[0], list(program[1:])
-  if any(f.startswith("--config=") for f in flags) and not any(f.startswith("--config.distributed.mode") for f in flags):
+  has_mode = any(f.startswith("--config.distributed.mode") for f in flags)
+  if any(f.startswith("--config=") for f in flags) and not has_mode:
     flags.append("--config.distributed.mode=on")
   return name, flags
 

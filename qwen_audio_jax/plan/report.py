@@ -23,15 +23,17 @@ def row(name: str, r: dict, hbm: int) -> list[str]:
 
 def table(rows: list[list[str]]) -> str:
   widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(_COLS)]
-  fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # pylint: disable=unnecessary-lambda-assignment
+  def fmt(cells):
+    return "  ".join(c.rjust(w) for c, w in zip(cells, widths))
   return "\n".join([fmt(_COLS)] + [fmt(r) for r in rows])
 
 
 def text(result: dict) -> str:
   t = result["target"]
+  mesh = " ".join(f"{k}={v}" for k, v in result["mesh"].items())
   lines = [f"plan: {result['config']} on {t['describe']}",
            f"compile: {t['how']}",
-           f"mesh {' '.join(f'{k}={v}' for k, v in result['mesh'].items())} | HBM {t['hbm_bytes'] / GIB:.1f} GiB per chip"
+           f"mesh {mesh} | HBM {t['hbm_bytes'] / GIB:.1f} GiB per chip"
            f" | peak {t['peak_flops'] / 1e12:.0f} TFLOP/s per chip | step time at an assumed MFU of "
            f"{result['mfu']:.0%}"]
   rows = [row(n, r, t["hbm_bytes"]) for n, r in result["steps"].items()]
