@@ -2,6 +2,10 @@
 (runtime) version, XLA/libtpu flags, and the persistent compilation cache directory (keyed by topology,
 since a cache entry only ever hits on the topology it was compiled for).
 
+Coordinator: none to set on Cloud TPU: `jax.distributed.initialize()` (config distributed.mode=on, added by
+the launcher) finds the coordinator and the process ids in the TPU VM metadata, and on Multislice queued
+resources Cloud TPU sets the MEGASCALE_* variables on every worker.
+
 XLA flags are MaxText's published recipe flags for FSDP training (async collective fusion, overlap of
 collectives with compute); they are a starting point, replaced with --xla_flags.
 """
