@@ -8,6 +8,8 @@ from qwen_audio_jax.plan import core, inputs, search as search_lib, topology
 from qwen_audio_jax.sharding import mesh as mesh_lib, partition
 from qwen_audio_jax.train import run_identity
 
+TIGHT = 0.95  # a plan above this share of HBM gets a warning
+
 BAD_INPUT = (topology.TopologyError, inputs.PlanInputError, mesh_lib.MeshConfigError, partition.ShardingError,
              KeyError, ValueError)
 
@@ -31,6 +33,10 @@ def plan(cfg, config_path: str, overrides: Sequence[str], topology_name: str, nu
   fits = all(r["fits"] for r in out.values())
   result["fits"] = fits
   result["verdict"] = "FITS: every planned step fits in HBM" if fits else _not_fit_line(out)
+  tight = [n for n, r in out.items() if r["fits"] and r["memory"]["total"] > TIGHT * target.hbm_bytes]
+  if tight:
+    result["verdict"] += (f"\nTIGHT: {', '.join(tight)} above {TIGHT:.0%} of HBM; fragmentation or a larger "
+                          "bucket may not fit on the chip: leave headroom")
   if not fits and search and "train" in out and not out["train"]["fits"]:
     result["search"] = _search(cfg, target, mfu, gen, out["train"], result["mesh"], log)
     best = result["search"]["best"]
