@@ -112,7 +112,7 @@ def _plan(tmp_path, name, *extra, config="configs/tiny_synthetic.py", topo="v5e-
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0")
   proc = subprocess.run([sys.executable, "-m", "qwen_audio_jax.plan", f"--config={config}", f"--topology={topo}",
                          "--backend=cpu", f"--json={out}", *extra], cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=600)
+                        text=True, timeout=1500)  # several compiles; generous for a loaded 2-core machine
   result = json.loads(out.read_text()) if out.exists() else None
   return proc, result
 
