@@ -45,6 +45,7 @@ CONVERT = [
     "torch>=2.6,<2.14",  # CPU build; only to read/write PyTorch checkpoints
     "transformers>=5.10.4,<5.24",
 ]
+TPU = ["jax[tpu]>=0.9,<0.11"]  # libtpu 0.0.42.1: 213 MB wheel, 684 MB installed: TPU runs and true TPU `plan` compiles
 # peft: adapter-export check; tensorboard: reads our event files back the way TensorBoard does
 TEST = ["pytest>=8,<10", "hypothesis>=6.100,<7", "peft>=0.18,<0.22", "tensorboard>=2.18,<2.22"] + CONVERT + EVAL
 
@@ -56,5 +57,6 @@ setup(
     package_data={"qwen_audio_jax": ["assets/*.flac"]},
     python_requires=">=3.10",
     install_requires=RUNTIME,
-    extras_require={"convert": CONVERT, "eval": EVAL, "test": TEST},
+    extras_require={"convert": CONVERT, "eval": EVAL, "test": TEST, "tpu": TPU,
+                    "tensorboard": ["tensorboard>=2.18,<2.22"]},
 )

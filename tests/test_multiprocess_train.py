@@ -1,12 +1,11 @@
-"""A real 2-process run (jax.distributed on 127.0.0.1, gloo CPU collectives, 2 devices each) trains,
-evaluates and saves; its per-step losses equal a 1-process, 1-device run of the same global batches; its
-checkpoint then restores in this single process (one device) and gives the same held-out loss. Process 0's
-TensorBoard events and loss chart are read back.
+"""A real 2-process run started by the local rehearsal launcher (`python -m launch.local`: jax.distributed
+on 127.0.0.1, gloo CPU collectives, 2 devices each) trains, evaluates and saves; its per-step losses equal a
+1-process, 1-device run of the same global batches; its checkpoint then restores in this single process
+(one device) and gives the same held-out loss. Process 0's TensorBoard events and loss chart are read back.
 """
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -35,12 +34,6 @@ def get_config(arg=None):
 """
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def _losses(workdir) -> dict:
   with open(workdir / "metrics.jsonl") as f:
     recs = [json.loads(line) for line in f]
@@ -55,27 +48,28 @@ def run(tmp_path_factory):
   config = tmp / "mp_config.py"
   config.write_text(CONFIG.format(tiny=os.path.join(ROOT, "configs", "tiny_synthetic.py"), total=TOTAL,
                                   cache=str(tmp / "xla_cache")))
-  workdir, single = tmp / "run", tmp / "single"
-  port = _free_port()
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0")
-  train = [sys.executable, "-m", "qwen_audio_jax.train", f"--config={config}"]
-  cmds = [train + [f"--workdir={workdir}", f"--config.distributed.coordinator=127.0.0.1:{port}",
-                   "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}",
-                   "--config.distributed.cpu_devices=2"] for i in range(2)]
-  cmds.append(train + [f"--workdir={single}", "--config.mesh.ici=(1,1,1)", "--config.mesh.dcn=(1,1,1)",
-                       "--config.distributed.mode=off"])
-  procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for cmd in cmds]
-  outs = [p.communicate(timeout=600) for p in procs]
-  for p, (out, err) in zip(procs, outs):
-    assert p.returncode == 0, err[-4000:]
-  return config, workdir, outs[:2], single
+  workdir, single, logdir = tmp / "run", tmp / "single", tmp / "logs"
+  env = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0")
+  two = subprocess.Popen(
+      [sys.executable, "-m", "launch.local", "-n", "2", "-d", "2", f"--logdir={logdir}", "--timeout=900", "--",
+       "train", f"--config={config}", f"--workdir={workdir}"],
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  one = subprocess.Popen(  # the 1-process reference, at the same time
+      [sys.executable, "-m", "qwen_audio_jax.train", f"--config={config}", f"--workdir={single}",
+       "--config.mesh.ici=(1,1,1)", "--config.mesh.dcn=(1,1,1)", "--config.distributed.mode=off"],
+      cwd=ROOT, env=dict(env, JAX_PLATFORMS="cpu"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  two_out, one_out = two.communicate(timeout=960), one.communicate(timeout=960)
+  assert two.returncode == 0, two_out[1][-4000:]
+  assert one.returncode == 0, one_out[1][-4000:]
+  outs = [(logdir / f"process_{i}.log").read_text() for i in range(2)]
+  assert outs[0] in two_out[0]  # process 0 streamed to the terminal
+  return config, workdir, outs, single
 
 
 def test_two_processes_train_on_hybrid_mesh(run):
   _, workdir, outs, _ = run
-  assert "mesh data=2 fsdp=2 tensor=1" in outs[0][0]
-  assert "step 1/" not in outs[1][0] and "mesh" not in outs[1][0]  # only process 0 logs
+  assert "mesh data=2 fsdp=2 tensor=1" in outs[0]
+  assert "step 1/" not in outs[1] and "mesh" not in outs[1]  # only process 0 logs
   with open(workdir / "metrics.jsonl") as f:
     recs = [json.loads(line) for line in f]
   losses = [r["loss"] for r in recs if "loss" in r]

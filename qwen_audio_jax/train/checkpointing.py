@@ -208,7 +208,12 @@ def restore_params_dir(path: str, plan: Plan) -> dict:
   must equal the run's model up to the vocabulary padding (`decoder.vocab_pad_to`; re-padded on restore),
   checked from metadata before anything is read. A LoRA run's adapters are merged into its base weights.
   """
-  ckpt = init_checkpoint(path, plan)
+  return load_init(init_checkpoint(path, plan), plan)
+
+
+def load_init(ckpt: checkpoint_io.ModelCheckpoint, plan: Plan) -> dict:
+  """The params of a resolved (shape-checked) checkpoint in the plan's shardings and dtypes, re-padding
+  the vocabulary rows when the checkpoint's `vocab_pad_to` differs from the run's."""
   target = abstract_with_shardings(plan.abstract["params"], plan.shardings["params"])
   as_stored = _with_stored_padding(plan.fns.cfg, ckpt.config)
   if as_stored == plan.fns.cfg:

@@ -1,7 +1,7 @@
 """The base run config every `configs/*.py` starts from (ml_collections ConfigDict).
 
 Blocks: model (preset + one field per model-config field), data (the data pipeline's config), mesh, distributed, train
-(steps, batch, freezing, SpecAugment), optim, lora, checkpoint, eval, log.
+(steps, batch, freezing, SpecAugment), optim, lora, checkpoint, eval, watchdog, log.
 """
 
 from __future__ import annotations
@@ -119,6 +119,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.batches = 4
   c.eval.batch_size = 8
   c.eval.split = "validation"  # held-out split of the built-in synthetic set (other data: data.eval_*)
+
+  c.watchdog = ml_collections.ConfigDict()  # per-host hang watchdog (train/watchdog.py)
+  c.watchdog.enabled = True
+  c.watchdog.factor = 10.0  # fire when no step completes for factor x the median step time ...
+  c.watchdog.min_timeout_s = 300.0  # ... but never sooner than this
+  c.watchdog.ceiling_s = 3600.0  # always fire after this (also during eval/checkpoint saves); 0: no ceiling
+  c.watchdog.warmup_steps = 3  # first steps of a run left out of the median (compiles are never timed)
 
   c.log = ml_collections.ConfigDict()
   c.log.every_steps = 10

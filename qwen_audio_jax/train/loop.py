@@ -28,8 +28,8 @@ from qwen_audio_jax.model import config as model_config
 from qwen_audio_jax.model.splice import check_audio_placeholders
 from qwen_audio_jax.sharding import mesh as mesh_lib, partition
 from qwen_audio_jax.train import (checkpointing, metrics as metrics_lib, model_fns, optimizer as optim_lib,
-                                  plot, preemption, preflight, specaugment, state as state_lib, step as step_lib,
-                                  writers)
+                                  plot, preemption, preflight, run_identity, specaugment, state as state_lib,
+                                  step as step_lib, watchdog as watchdog_lib, writers)
 
 MODEL_KEYS = ("input_ids", "attention_mask", "targets", "loss_mask", "audio_mel", "audio_lengths")
 
@@ -181,11 +181,12 @@ def _load_history(workdir: str) -> list:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def setup(cfg, workdir: str):
-  """Everything static about the run: model, mesh, optimizer, plan (abstract: nothing allocated)."""
+def setup(cfg, workdir: str, mesh=None):
+  """Everything static about the run: model, mesh (from the config unless given), optimizer, plan
+  (abstract: nothing allocated)."""
   del workdir
   mcfg = model_fns.resolve_model_config(cfg.model)
-  mesh = mesh_lib.mesh_from_config(cfg.mesh)
+  mesh = mesh_lib.mesh_from_config(cfg.mesh) if mesh is None else mesh
   fns = model_fns.build(mcfg)
   total = int(cfg.train.total_steps)
   optimizer = optim_lib.make_optimizer(cfg.optim, total)
@@ -280,8 +281,7 @@ def _restore_or_init(p: Prepared, ckpt, main: bool) -> dict:
     return state
   params = None
   if p.init is not None:
-    target = checkpointing.abstract_with_shardings(p.plan.abstract["params"], p.plan.shardings["params"])
-    params = p.init.load(target=target)
+    params = checkpointing.load_init(p.init, p.plan)
     if main:
       print(f"initialised from {p.init.path}", flush=True)
   return state_lib.create(p.plan, int(p.cfg.train.seed), params)
@@ -299,10 +299,11 @@ def _throughput(mcfg, m: dict, shapes: dict, dt: float, peak: float, mult, examp
 
 def train(cfg, workdir: str) -> dict[str, Any]:
   """Runs (or resumes) training; returns a summary. Raises on any failure (incl. async saves)."""
-  return run(prepare(cfg, workdir))
+  config_hash, code_hash = run_identity.check_same_everywhere(cfg, workdir)  # every process, before compiling
+  return run(prepare(cfg, workdir), {"config_hash": config_hash, "code_hash": code_hash})
 
 
-def run(p: Prepared) -> dict[str, Any]:
+def run(p: Prepared, identity: dict | None = None) -> dict[str, Any]:
   """Creates the workdir, writes config.json, then restores or initialises and trains."""
   cfg, workdir, plan = p.cfg, p.workdir, p.plan
   main = jax.process_index() == 0
@@ -313,15 +314,17 @@ def run(p: Prepared) -> dict[str, Any]:
   created = not epath.Path(workdir).exists()
   if main:
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-    files.write_json_atomic(os.path.join(workdir, checkpoint_io.RUN_CONFIG), p.record)
+    files.write_json_atomic(os.path.join(workdir, checkpoint_io.RUN_CONFIG), {**p.record, **(identity or {})})
     print(f"mesh {mesh_lib.describe(p.mesh)}; {plan_summary(plan)}", flush=True)
   ckpt = checkpointing.Checkpoints(workdir, keep=int(cfg.checkpoint.keep), best_keep=int(cfg.checkpoint.best_keep),
                                    async_save=bool(cfg.checkpoint.async_save))
   stop = preemption.StopSignal()
+  watchdog = watchdog_lib.from_config(cfg.get("watchdog"))
   try:
     state = _restore_or_init(p, ckpt, main)
-    state, summary = _loop(p, state, ckpt, stop)
+    state, summary = _loop(p, state, ckpt, stop, watchdog)
   except BaseException as error:
+    watchdog.close()
     stop.restore()
     p.data.close()
     try:  # a failing save must not hide the error that stopped training
@@ -331,6 +334,7 @@ def run(p: Prepared) -> dict[str, Any]:
     if created and main and isinstance(error, USER_ERRORS) and not checkpoint_io.run_steps(workdir, "checkpoints"):
       epath.Path(workdir).rmtree()  # a new run stopped by its data at step 1: leave nothing behind
     raise
+  watchdog.close()
   stop.restore()
   p.data.close()
   ckpt.close()  # waits for async saves; raises if one failed
@@ -356,7 +360,7 @@ def check_first_batch(host: dict, data) -> None:
                               "mask): the records' answers ('text'/'gt') are empty or cut off by data.seq_buckets")
 
 
-def _loop(p: Prepared, state, ckpt, stop):
+def _loop(p: Prepared, state, ckpt, stop, watchdog):
   """Steps from the state's step to train.total_steps (or a stop); returns (state, summary)."""
   cfg, workdir, mcfg, plan, schedule, data = p.cfg, p.workdir, p.mcfg, p.plan, p.schedule, p.data
   mesh, main = plan.mesh, jax.process_index() == 0
@@ -382,7 +386,7 @@ def _loop(p: Prepared, state, ckpt, stop):
     key = tuple(sorted(shapes.items()))
     if key not in compiled:  # one compile per sequence bucket, timed apart from the steps
       t0 = time.time()
-      with partition.activation_context(mesh):
+      with partition.activation_context(mesh), watchdog.phase("compile", timed=False):
         compiled[key] = train_step.jitted.lower(state, batch).compile()
       summary["compile_s"].append(time.time() - t0)
       logs.write(step, {"compile_s": time.time() - t0},
@@ -391,10 +395,12 @@ def _loop(p: Prepared, state, ckpt, stop):
     stop.check_abort()
     state, m = compiled[key](state, batch)
     step += 1
+    watchdog.dispatched(step)
     pending.append((step, m, shapes))
     if step % log_every == 0 or step == total:
       values = host_value([p[1] for p in pending])
       dt = (time.time() - t_mark) / len(pending)
+      watchdog.completed(len(pending), dt)
       for (s, _, shp), v in zip(pending, values):
         rec = {k: float(x) for k, x in v.items() if np.ndim(x) == 0}
         hist = {k: np.asarray(x) for k, x in v.items() if np.ndim(x) > 0}
@@ -403,15 +409,18 @@ def _loop(p: Prepared, state, ckpt, stop):
       pending, t_mark = [], time.time()
     logs.progress(step)
     if every_eval and (step % every_eval == 0 or step == total):
-      loss = _evaluate(plan, eval_step, state, p.eval_batches)
+      with watchdog.phase("eval"):
+        loss = _evaluate(plan, eval_step, state, p.eval_batches)
       logs.write(step, {"eval_loss": loss}, f"eval step {step}: eval_loss {loss:.4f}")
-      ckpt.save_best(step, state, {"eval_loss": loss}, p.meta)
+      with watchdog.phase("checkpoint"):
+        ckpt.save_best(step, state, {"eval_loss": loss}, p.meta)
       t_mark = time.time()
     limit = int(cfg.train.stop_after_steps)
     stop.check_abort()
     stopped = stop.should_stop() or bool(limit and step - first >= limit)
     if step % every_ckpt == 0 or step == total or stopped:
-      ckpt.save(step, state, data.get_state(), p.meta)
+      with watchdog.phase("checkpoint"):
+        ckpt.save(step, state, data.get_state(), p.meta)
       t_mark = time.time()
     if stopped:
       if main:
