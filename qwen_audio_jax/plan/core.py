@@ -59,7 +59,7 @@ def with_overrides(cfg, remat: str | None = None, accum: int | None = None):
   """A copy of the run config with another remat policy and/or grad_accum_steps."""
   c = ml_collections.ConfigDict(cfg.to_dict())
   if remat is not None:
-    c.model.overrides.remat_policy = remat
+    c.model.remat_policy = remat
   if accum is not None:
     c.train.grad_accum_steps = int(accum)
   return c

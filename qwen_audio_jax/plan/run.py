@@ -41,7 +41,7 @@ def plan(cfg, config_path: str, overrides: Sequence[str], topology_name: str, nu
     result["search"] = _search(cfg, target, mfu, gen, out["train"], result["mesh"], log)
     best = result["search"]["best"]
     if best:
-      result["verdict"] += (f"\nSUGGESTION: --config.model.overrides.remat_policy={best['remat']} "
+      result["verdict"] += (f"\nSUGGESTION: --config.model.remat_policy={best['remat']} "
                             f"--config.train.grad_accum_steps={best['grad_accum_steps']} fits "
                             f"({best['memory']['total'] / 2**30:.2f} GiB per device, "
                             f"{best['step_time_s']:.2f} s per step at {mfu:.0%} MFU)")

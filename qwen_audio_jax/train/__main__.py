@@ -132,8 +132,7 @@ def main(argv):
       timeout_s=int(d.timeout_s), cpu_devices=int(d.cpu_devices) or None)
   from qwen_audio_jax.train import loop  # pylint: disable=import-outside-toplevel  (after distributed init)
   try:
-    prepared = loop.prepare(cfg, _WORKDIR.value)
-    summary = loop.run(prepared)
+    summary = loop.train(cfg, _WORKDIR.value)  # identity check on every process, then prepare + run
   except loop.USER_ERRORS as e:
     fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
   except KeyboardInterrupt as e:  # before training started, or a second Ctrl-C

@@ -73,7 +73,7 @@ def check_vocab_divides_mesh(mcfg, mesh) -> None:
   dec = mcfg.decoder
   raise ConfigMismatchError(
       f"config mesh: tensor={tensor} does not divide the {dec.padded_vocab} vocabulary rows (vocab_size "
-      f"{dec.vocab_size}, decoder.vocab_pad_to={dec.vocab_pad_to}); set model.overrides.decoder.vocab_pad_to="
+      f"{dec.vocab_size}, decoder.vocab_pad_to={dec.vocab_pad_to}); set --config.model.decoder.vocab_pad_to="
       f"{128 * tensor} (zero rows, masked in the loss; converted checkpoints are re-padded on restore)")
 
 
