@@ -78,6 +78,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.batches = 4
   c.eval.batch_size = 8
   c.eval.split = "validation"  # split of every data source used for the held-out loss
+  c.eval.sweep = ""  # also decode + score this sweep config (configs/eval/*.py[:arg]) at every evaluation
+  c.eval.sweep_limit = 0  # samples per sweep dataset (0: the sweep's own limit)
+  c.eval.text_samples = 3  # generated answers per dataset shown in TensorBoard (text; the clips as audio)
+  c.eval.best_metric = "eval_loss"  # best/ keeps: eval_loss | generate/<dataset>/<metric> | generate/mean_score
+  c.eval.best_mode = "min"  # min | max
 
   c.log = ml_collections.ConfigDict()
   c.log.every_steps = 10

@@ -213,13 +213,16 @@ def train(cfg, workdir: str) -> dict[str, Any]:
   from qwen_audio_jax.data import config as data_config, pipeline  # pylint: disable=import-outside-toplevel
   check_data_matches_model(data_config.as_config(cfg.data), mcfg)
   data = pipeline.make_train_iterator(cfg.data, global_batch_size=int(cfg.train.batch_size),
-                                      seed=int(cfg.train.data_seed))
+                                      seed=int(cfg.train.data_seed), mel_frames=int(cfg.train.mel_frames))
+  from qwen_audio_jax.eval import during_training  # pylint: disable=import-outside-toplevel
+  gen_eval = during_training.GenerationEval.from_run_config(cfg, workdir)  # checked before any step
   ckpt = checkpointing.Checkpoints(workdir, keep=int(cfg.checkpoint.keep), best_keep=int(cfg.checkpoint.best_keep),
+                                   best_metric=str(cfg.eval.best_metric), best_mode=str(cfg.eval.best_mode),
                                    async_save=bool(cfg.checkpoint.async_save))
   stop = preemption.StopSignal()
   try:
     state = _restore_or_init(cfg, plan, ckpt, data, main)
-    state, summary = _loop(cfg, workdir, mcfg, plan, schedule, state, data, ckpt, stop)
+    state, summary = _loop(cfg, workdir, mcfg, plan, schedule, state, data, ckpt, stop, gen_eval)
   except BaseException:
     stop.restore()
     data.close()
@@ -238,7 +241,7 @@ def train(cfg, workdir: str) -> dict[str, Any]:
   return summary
 
 
-def _loop(cfg, workdir, mcfg, plan, schedule, state, data, ckpt, stop):
+def _loop(cfg, workdir, mcfg, plan, schedule, state, data, ckpt, stop, gen_eval=None):
   """Steps from the state's step to train.total_steps (or a stop); returns (state, summary)."""
   mesh, main = plan.mesh, jax.process_index() == 0
   train_step = step_lib.make_train_step(plan, cfg.train, schedule, specaugment.from_config(cfg.train.specaugment))
@@ -280,9 +283,11 @@ def _loop(cfg, workdir, mcfg, plan, schedule, state, data, ckpt, stop):
     logs.progress(step, total, t_start, first)
     if every_eval and (step % every_eval == 0 or step == total):
       eval_batches = eval_batches or _eval_batches(cfg, mel_frames)
-      loss = _evaluate(plan, eval_step, state, eval_batches)
-      logs.write(step, {"eval_loss": loss}, f"eval step {step}: eval_loss {loss:.4f}")
-      ckpt.save_best(step, state, {"eval_loss": loss})
+      values = {"eval_loss": _evaluate(plan, eval_step, state, eval_batches)}
+      if gen_eval is not None:  # generation + metric recipes (eval.sweep); may choose best/
+        values.update(gen_eval.run(step, mcfg, gen_eval.params_of(plan, state), mesh, logs.writer))
+      logs.write(step, values, f"eval step {step}: " + " | ".join(f"{k} {v:.4g}" for k, v in values.items()))
+      ckpt.save_best(step, state, values)
       t_mark = time.time()
     limit = int(cfg.train.stop_after_steps)
     stopped = stop.should_stop() or bool(limit and step - first >= limit)
@@ -300,7 +305,8 @@ def _loop(cfg, workdir, mcfg, plan, schedule, state, data, ckpt, stop):
 
 def _eval_batches(cfg, mel_frames: int) -> list[dict]:
   from qwen_audio_jax.data import pipeline  # pylint: disable=import-outside-toplevel
-  it = pipeline.make_train_iterator(_eval_data_config(cfg), global_batch_size=int(cfg.eval.batch_size), seed=0)
+  it = pipeline.make_train_iterator(_eval_data_config(cfg), global_batch_size=int(cfg.eval.batch_size), seed=0,
+                                    mel_frames=mel_frames)
   try:
     return [device_batch(next(it), mel_frames) for _ in range(int(cfg.eval.batches))]
   finally:
