@@ -18,7 +18,7 @@ import time
 
 from bench import common
 
-BENCHES = ("mel_frontend", "encoder_forward", "conversion_memory")
+BENCHES = ("mel_frontend", "encoder_forward", "conversion_memory", "step_memory")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -55,6 +55,9 @@ def summary_rows(results: dict) -> list[list[object]]:
                f"{c['ratio_to_checkpoint']:.2f}x (memory)"])
   rows.append(["convert.py hf-whisper", "(peak anon RSS - baseline) / ckpt",
                f"{c['anon_ratio_to_checkpoint']:.2f}x (memory)"])
+  for r in results["step_memory"]["results"]:
+    rows.append([f"train step {r['case']}, {r['batch']} x {r['seq']}", "compiled peak (XLA temporaries)",
+                 f"{r['peak_gb']:.1f} GB ({r['temp_gb']:.1f} GB)"])
   return rows
 
 

@@ -6,8 +6,9 @@
 2. Trains `configs/tiny_synthetic.py` (a small Qwen-Audio-architecture model, sharded train step,
    checkpoints) on the built-in synthetic six-task set; every evaluation also generates answers for
    validation clips and scores them with the metric recipes, which choose the `best/` checkpoint.
-3. Exports the best params as a model checkpoint (with its vocabulary) and runs the evaluation sweep
-   `configs/eval/tiny_synthetic.py` on the test split: generation, recipes, per-sample dumps, chart.
+3. Runs the evaluation sweep `configs/eval/tiny_synthetic.py` on the test split with the run's best
+   checkpoint (the run directory is a model checkpoint: `WORKDIR@best`): generation, recipes, per-sample
+   dumps, chart.
 4. Prints the results table (task, recipe, our value, chance level) and where everything is.
 Exit status 0 only if every metric of the table was computed.
 """
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
   demo.run(demo.JFK_FLAC.as_posix(), task="asr", family="qwen-audio", policy="error", n_mels=80)
 
   from qwen_audio_jax.eval import sweep, sweep_config  # pylint: disable=import-outside-toplevel
-  from qwen_audio_jax.train import loop, model_export  # pylint: disable=import-outside-toplevel
+  from qwen_audio_jax.train import loop  # pylint: disable=import-outside-toplevel
   cfg = sweep_config.load(str(TRAIN_CONFIG) + (f":{args.steps}" if args.steps else ""))
   if args.sweep_limit is not None:
     cfg.eval.sweep_limit = args.sweep_limit
@@ -102,8 +103,11 @@ def main(argv: list[str] | None = None) -> int:
   train_s = time.time() - t0
 
   _banner("3. Evaluate the best checkpoint on the test split (configs/eval/tiny_synthetic.py)")
-  model_dir, step, kind = model_export.export_model(workdir, os.path.join(workdir, "model"), overwrite=True)
-  print(f"model checkpoint {model_dir} ({kind} step {step}, vocabulary inside)", flush=True)
+  from qwen_audio_jax import checkpoint_io  # pylint: disable=import-outside-toplevel
+  model = checkpoint_io.resolve(workdir + "@best")
+  model_dir = f"{workdir}@best"
+  print(f"model checkpoint {model_dir} = {model.path} (best by {'/'.join(checkpoint_io.best_rule(workdir))})",
+        flush=True)
   sweep_cfg = sweep_config.load(str(EVAL_CONFIG))
   sweep_cfg.checkpoints = f"{CHECKPOINT_NAME}={model_dir}"
   if args.test_size:

@@ -18,7 +18,7 @@ import soundfile
 torch = pytest.importorskip("torch")
 
 from conversion import convert, tiny_models  # noqa: E402
-from qwen_audio_jax.eval import sweep, sweep_config  # noqa: E402
+from qwen_audio_jax.eval import cell, sweep, sweep_config  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASR_TAGS = "<|startoftranscript|><|en|><|transcribe|><|en|><|notimestamps|><|wo_itn|>"
@@ -150,8 +150,19 @@ def test_killed_sweep_resumes_to_identical_dumps(fixtures, reference_run, tmp_pa
   assert killed.returncode == -9, killed.stderr[-2000:]
   part = [f for f in os.listdir(os.path.join(workdir, "m0")) if ".part-" in f]
   assert part and sum(1 for _ in open(os.path.join(workdir, "m0", part[0]))) == 8  # 2 batches of 4 flushed
-  out = _cli(root, ckpts, workdir)
-  assert out.returncode == 0, out.stderr
+  decoded = []
+  real = cell.decode_rows
+
+  def counting(pipe, records, indices, settings):
+    decoded.append(len(indices))
+    return real(pipe, records, indices, settings)
+
+  cell.decode_rows = counting
+  try:
+    sweep.run(config(root, ckpts), workdir)
+  finally:
+    cell.decode_rows = real
+  assert decoded[0] == 2 and sum(decoded) == 2 + 10 + 2 * (5 + 6)  # the 8 flushed samples were not redone
   assert _dumps(workdir) == _dumps(reference_run)
 
 

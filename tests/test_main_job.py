@@ -47,12 +47,14 @@ def test_loss_falls_and_answers_are_generated_while_training(job):
 def test_every_artefact_is_written_and_the_table_is_the_sweeps(job):
   workdir, proc = job
   sweep = os.path.join(workdir, "eval_test")
-  for path in ("loss.png", "config.json", "model/model_config.json", "model/tokenizer/synthetic_spm.model",
-               "eval_test/results.png", "eval_test/results.md", "eval_test/manifest.json"):
+  for path in ("loss.png", "config.json", "eval_test/results.png", "eval_test/results.md", "eval_test/manifest.json"):
     assert os.path.getsize(os.path.join(workdir, path)) > 0, path
   assert any(n.startswith("events.out.tfevents") for n in os.listdir(os.path.join(workdir, "tensorboard")))
   with open(os.path.join(sweep, "results.json")) as f:
     cells = {c["task"]: c for c in json.load(f)["cells"]}
+  with open(os.path.join(sweep, "manifest.json")) as f:
+    [ckpt] = json.load(f)["checkpoints"]
+  assert ckpt["path"] == f"{workdir}@best" and f"model checkpoint {workdir}@best = {workdir}/best/{STEPS} " in proc.stdout
   assert sorted(cells) == sorted(TASKS)
   table = proc.stdout[proc.stdout.index("4. Results"):]
   for task, c in cells.items():

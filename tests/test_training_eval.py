@@ -1,11 +1,10 @@
 """Evaluation with generation during training: figures, dumps and TensorBoard samples of one evaluation,
-best/ chosen by the configured generation metric (not the loss), and the best params exported as a
-model checkpoint that carries its vocabulary and generates from anywhere."""
+best/ chosen by the configured generation metric (not the loss), and the run read back as its best
+checkpoint (by that metric) that generates with its own vocabulary."""
 
 import json
 import os
 import runpy
-import shutil
 
 import ml_collections
 import numpy as np
@@ -93,13 +92,14 @@ def test_one_evaluation_scores_dumps_and_logs_samples(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-  """4 tiny steps evaluated at 2 and 4; the generation figures (scripted) say step 2 was better."""
+  """6 tiny steps evaluated at 2, 4 and 6; the (scripted) generation figures rank 2 > 6 > 4 while the
+  held-out loss falls: the loss alone would keep 4 and 6."""
   from qwen_audio_jax.train import loop  # pylint: disable=import-outside-toplevel
-  cfg = runpy.run_path(TINY)["get_config"]("4")
+  cfg = runpy.run_path(TINY)["get_config"]("6")
   cfg.train.batch_size, cfg.eval.batch_size, cfg.eval.batches, cfg.eval.every_steps = 4, 4, 1, 2
-  cfg.checkpoint.every_steps, cfg.checkpoint.async_save, cfg.log.every_steps = 2, False, 1
+  cfg.checkpoint.every_steps, cfg.checkpoint.async_save, cfg.checkpoint.best_keep, cfg.log.every_steps = 2, False, 2, 1
   cfg.data.seq_buckets = (80,)
-  scores = iter([0.9, 0.1])
+  scores = iter([0.9, 0.1, 0.5])
 
   class Scripted:
     def params_of(self, plan, state):
@@ -119,35 +119,31 @@ def run_dir(tmp_path_factory):
 
 
 def test_best_is_chosen_by_the_generation_metric_not_the_loss(run_dir):
-  from qwen_audio_jax.train import model_export  # pylint: disable=import-outside-toplevel
   with open(os.path.join(run_dir, "metrics.jsonl")) as f:
     evals = [json.loads(line) for line in f if "eval_loss" in line]
-  assert [e["step"] for e in evals] == [2, 4] and [e["generate/mean_score"] for e in evals] == [0.9, 0.1]
-  assert evals[1]["eval_loss"] < evals[0]["eval_loss"]  # the loss alone would keep step 4
-  assert sorted(os.listdir(os.path.join(run_dir, "best"))) == ["2"]
-  assert model_export.best_step(run_dir, "generate/mean_score", "max") == 2
-  assert model_export.best_step(run_dir, "eval_loss", "min") == 2  # only step 2 is kept (best_keep=1)
+  assert [e["step"] for e in evals] == [2, 4, 6] and [e["generate/mean_score"] for e in evals] == [0.9, 0.1, 0.5]
+  losses = [e["eval_loss"] for e in evals]
+  assert losses[0] > losses[1] and losses[0] > losses[2]  # by the loss, step 2 would be dropped
+  assert sorted(os.listdir(os.path.join(run_dir, "best")), key=int) == ["2", "6"]  # the two highest scores
+  assert checkpoint_io.best_rule(run_dir) == ("generate/mean_score", "max")
+  assert checkpoint_io.best_run_step(run_dir) == 2
 
 
-def test_exported_best_checkpoint_carries_its_vocabulary_and_generates(run_dir, tmp_path):
+def test_the_run_reads_as_its_best_checkpoint_and_generates(run_dir, tmp_path):
   from qwen_audio_jax.data import synthetic  # pylint: disable=import-outside-toplevel
   from qwen_audio_jax.infer import Pipeline  # pylint: disable=import-outside-toplevel
-  from qwen_audio_jax.train import model_export  # pylint: disable=import-outside-toplevel
-  out, step, kind = model_export.export_model(run_dir, str(tmp_path / "model"))
-  assert (step, kind) == (2, "best")
-  meta = checkpoint_io.read_metadata(out)
-  assert meta["tokenizer"] == {"family": "qwen-audio", "vocab_path": "tokenizer/synthetic_spm.model"}
-  _, stored = checkpoint_io.load_model_checkpoint(out)[:2]
-  best = model_export.read_tree(os.path.join(run_dir, "best", "2", "params"))["params"]
-  for path, value in checkpoint_io.flatten(best).items():
-    np.testing.assert_array_equal(np.asarray(checkpoint_io.flatten(stored)[path]), value, err_msg=path)
-  moved = shutil.move(out, str(tmp_path / "elsewhere"))  # the vocabulary travels with the checkpoint
-  pipe = Pipeline.from_checkpoint(moved, max_batch=2)
-  assert pipe.tokenizer.vocab_size == pipe.cfg.decoder.vocab_size == 4038
+  model = checkpoint_io.resolve(run_dir)
+  assert (model.kind, model.step) == ("run-best", 2)
+  assert model.metadata["tokenizer"]["vocab_path"].endswith("synthetic_spm.model")
+  pipe = Pipeline.from_checkpoint(run_dir, max_batch=2)
+  assert pipe.tokenizer.vocab_size == 4038
+  leaf = "decoder/lm_head/kernel"
+  two, six = (checkpoint_io.read_params(os.path.join(run_dir, "best", s), [leaf])[leaf] for s in ("2", "6"))
+  loaded = pipe._params() if callable(pipe._params) else pipe._params  # pylint: disable=protected-access
+  assert not np.array_equal(two, six)
+  np.testing.assert_array_equal(np.asarray(checkpoint_io.flatten(loaded)[leaf]), two)  # step 2's params
   wave = synthetic.generate("asc", 0, split="test")["audio"]
   path = tmp_path / "clip.wav"
   path.write_bytes(wave)
   [result] = pipe.generate([str(path)], task="asc", max_new_tokens=4)
   assert result.finish_reason in ("stop", "length") and isinstance(result.text, str)
-  with pytest.raises(model_export.ExportError, match="not a training run"):
-    model_export.export_model(str(tmp_path), str(tmp_path / "m2"))

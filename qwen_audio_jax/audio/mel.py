@@ -95,7 +95,7 @@ def log_mel_spectrogram(audio, n_mels: int = 80, n_frames: int = N_FRAMES) -> ja
     raise ValueError(f"log_mel_spectrogram: n_frames={n_frames} is not in 1..{N_FRAMES}")
   filters = jnp.asarray(mel_filters(n_mels))
   # Frames n_frames and n_frames + 1 still see the last samples before the crop: they count for the max.
-  power = _power_spectrogram(pad_or_trim(audio, min(N_SAMPLES, n_frames * HOP_LENGTH)))
+  power = _power_spectrogram(pad_or_trim(audio, min(N_SAMPLES, (n_frames + 2) * HOP_LENGTH)))
   mel = jnp.einsum("mf,...tf->...mt", filters, power, precision=jax.lax.Precision.HIGHEST)
   log_mel = jnp.log10(jnp.maximum(mel, LOG_FLOOR))
   per_example_max = jnp.max(log_mel, axis=(-2, -1), keepdims=True)

@@ -3,6 +3,8 @@
   python -m qwen_audio_jax.infer --checkpoint=DIR --audio=a.flac [--audio=b.wav ...] --task=asr --language=en
   python -m qwen_audio_jax.infer --checkpoint=DIR --audio=a.flac --prompt='<|audio_bos|><|AUDIO|><|audio_eos|>...'
   python -m qwen_audio_jax.infer --checkpoint=DIR --chat [--conversation=conv.json]   # interactive without a file
+Checkpoints: Qwen-Audio(-Chat), Qwen2-Audio(-Instruct), and Whisper converted with its text decoder
+(--task=asr, or --task=s2tt for Whisper's translation into English).
 Prints each answer (or, with --json, one JSON object per input: text, ids, words, duration_s, truncated,
 finish_reason, decode, ...). Bad input: one line on stderr, exit 2.
 """
@@ -109,6 +111,8 @@ def main(argv=None) -> int:
                                     long_audio=args.long_audio, chunk_overlap_s=args.chunk_overlap_s,
                                     vocab_path=args.vocab_path)
     options = _decode_options(args)
+    if args.chat and not pipe.supports_chat:
+      raise ValueError("Whisper checkpoints have no chat mode; use --task=asr or --task=s2tt")
     if args.chat:
       return chat_cli.run(pipe, args, options)
     if args.prompt is not None:

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from qwen_audio_jax.infer import logits as logits_lib
 from qwen_audio_jax.infer import stopping
 from qwen_audio_jax.infer.decode_fns import DecodeFns
+from qwen_audio_jax.infer.search import cache_length
 from qwen_audio_jax.infer.settings import DecodeSettings
 
 BIG = 1.0e9
@@ -35,7 +36,7 @@ def decode(fns: DecodeFns, settings: DecodeSettings, params, batch: dict, ctrl: 
   lp = ctrl["length_penalty"]
   limit = batch["limit"]
   b = limit.shape[0]
-  logits, cache = fns.prefill(params, batch, batch["input_ids"].shape[1] + n)
+  logits, cache = fns.prefill(params, batch, cache_length(fns, batch["input_ids"].shape[1], n))
   expand = jnp.repeat(jnp.arange(b), k)
   cache, logits = fns.take(cache, expand), logits[expand]
   top_mask = jnp.arange(k2) < k
@@ -48,7 +49,8 @@ def decode(fns: DecodeFns, settings: DecodeSettings, params, batch: dict, ctrl: 
   def body(s):
     t, logits, cache, run_seq, run_scores, seqs, scores, is_fin, heur, _, fin_len = s
     vocab = logits.shape[-1]
-    logp = logits_lib.suppress(jax.nn.log_softmax(logits, axis=-1), ctrl.get("suppress"))
+    logp = logits_lib.suppress(jax.nn.log_softmax(logits, axis=-1), ctrl.get("suppress"),
+                               ctrl.get("begin_suppress"), t)
     logp = (logp.reshape(b, k, vocab) + run_scores[:, :, None]).reshape(b, k * vocab)
     top_vals, top_idx = jax.lax.top_k(logp, k2)
     src, token = top_idx // vocab, (top_idx % vocab).astype(jnp.int32)

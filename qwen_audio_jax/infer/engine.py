@@ -26,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from qwen_audio_jax.audio import lengths as audio_lengths
 from qwen_audio_jax.data.batching import audio_features
 from qwen_audio_jax.infer import beam, search, stopping
-from qwen_audio_jax.infer.decode_fns import DecodeFns, cache_bytes, llm_decode_fns
+from qwen_audio_jax.infer.decode_fns import DecodeFns, decode_fns_for
 from qwen_audio_jax.infer.settings import DecodeSettings, row_limits
 from qwen_audio_jax.model import ModelConfig, check_audio_placeholders
 from qwen_audio_jax.sharding import partition
@@ -97,11 +97,12 @@ class Generator:
     self.cfg, self.params = cfg, params
     self.mesh = mesh or Mesh(np.asarray(jax.local_devices()[:1]).reshape(1, 1, 1), ("data", "fsdp", "tensor"))
     self.max_batch = int(max_batch)
-    self.fns = decode_fns or llm_decode_fns(cfg)
+    self.fns = decode_fns or decode_fns_for(cfg)
     pad_id = cfg.pad_id if pad_id is None else int(pad_id)
-    self.vocab_size = int(vocab_size or cfg.decoder.vocab_size)
+    text = cfg.decoder if cfg.decoder is not None else cfg.text_decoder
+    self.vocab_size = int(vocab_size or text.vocab_size)
     self.pad_id = pad_id if pad_id < self.vocab_size else 0  # tiny test vocabularies
-    self.full_mel_window = full_mel_window
+    self.full_mel_window = full_mel_window or cfg.family == "whisper"  # Whisper attends to all 1500 frames
     # Executables take the params as an argument, so checkpoints of one config can share them.
     self._compiled: dict[tuple, jax.stages.Compiled] = {} if compile_cache is None else compile_cache
     self._built = 0
@@ -114,16 +115,26 @@ class Generator:
   # --- batching --------------------------------------------------------------------------------
   def _collate(self, prompts: Sequence[Prompt], settings: DecodeSettings) -> tuple[dict, int]:
     rows = bucket(len(prompts), _batch_buckets(self.max_batch), "batch")
-    seq = bucket(max(len(p.ids) for p in prompts), PROMPT_BUCKETS, "prompt length (tokens)")
+    if self.fns.padded_prompts:
+      seq = bucket(max(len(p.ids) for p in prompts), PROMPT_BUCKETS, "prompt length (tokens)")
+    else:
+      lengths = sorted({len(p.ids) for p in prompts})
+      if len(lengths) > 1:
+        raise GenerationError(f"generation: this model needs prompts of one length per batch, got {lengths}")
+      seq = lengths[0]
     ids = np.full((rows, seq), self.pad_id, np.int32)
     mask = np.zeros((rows, seq), np.int32)
     for r, p in enumerate(prompts):
       ids[r, seq - len(p.ids):], mask[r, seq - len(p.ids):] = p.ids, 1
+    if not self.fns.padded_prompts:
+      ids[len(prompts):] = prompts[0].ids  # empty rows: any valid prompt (their limit is 0)
     limits = row_limits(settings, [p.audio_seconds for p in prompts]) + [0] * (rows - len(prompts))
     seeds = [p.row_seed for p in prompts] + [0] * (rows - len(prompts))
     batch = {"input_ids": ids, "attention_mask": mask, "limit": np.asarray(limits, np.int32),
              "row_seed": np.asarray(seeds, np.uint32)}
     slots = max(len(p.waveforms) for p in prompts)
+    if self.cfg.family == "whisper" and slots != 1:
+      raise GenerationError("generation: Whisper rows take exactly one ≤30 s audio window each")
     if slots and self.cfg.encoder is not None:
       slots = bucket(slots, AUDIO_SLOT_BUCKETS, "audios per prompt")
       padded = list(prompts) + [None] * (rows - len(prompts))
@@ -139,14 +150,21 @@ class Generator:
     if self.cfg.family in ("qwen-audio", "qwen2-audio"):
       check_audio_placeholders(batch["input_ids"], batch.get("audio_lengths"), self.cfg,
                                batch["audio_mel"].shape[-1] if "audio_mel" in batch else None)
+    if self.fns.max_context is not None and seq + settings.max_new_tokens > self.fns.max_context:
+      raise GenerationError(f"generation: {seq} prompt + {settings.max_new_tokens} new tokens exceed the model's "
+                            f"{self.fns.max_context}-token context; lower max_new_tokens")
     rows = batch["input_ids"].shape[0] * settings.num_beams
-    need = cache_bytes(self.cfg, rows, seq + settings.buffer_tokens) * (2 if settings.strategy == "beam" else 1)
+    length = seq + settings.buffer_tokens
+    if self.fns.max_context is not None:
+      length = min(length, self.fns.max_context)
+    need = self.fns.cache_bytes(batch["input_ids"].shape[0], length, settings.num_beams)
+    need *= 2 if settings.strategy == "beam" else 1
     devices = list(self.mesh.devices.flat)
     share = max(1, len(devices)) if rows % len(devices) == 0 else 1
     have = free_bytes(devices)
     if need / share * CACHE_HEADROOM > have:
       raise GenerationError(
-          f"generation: the KV cache for {rows} rows × {seq + settings.buffer_tokens} tokens ({self.cfg.dtype}) "
+          f"generation: the KV cache for {rows} rows × {length} tokens ({self.cfg.dtype}) "
           f"needs {need / share / 2**30:.2f} GiB per device but only {have / 2**30:.2f} GiB is free; lower the "
           "batch size, num_beams or max_new_tokens")
 
@@ -163,6 +181,10 @@ class Generator:
       if settings.vocab_limit:
         mask[settings.vocab_limit:] = True
       ctrl["suppress"] = mask
+    if settings.begin_suppress_ids:
+      begin = np.zeros((self.vocab_size,), bool)
+      begin[[i for i in settings.begin_suppress_ids if i < self.vocab_size]] = True
+      ctrl["begin_suppress"] = begin
     return ctrl
 
   def _place(self, tree):

@@ -13,11 +13,15 @@ import jax.numpy as jnp
 NEG_INF = -jnp.inf
 
 
-def suppress(logits: jax.Array, suppress_mask: jax.Array | None) -> jax.Array:
-  """logits [B, V] with ids where suppress_mask [V] is True set to -inf."""
-  if suppress_mask is None:
-    return logits
-  return jnp.where(suppress_mask[None, :], NEG_INF, logits)
+def suppress(logits: jax.Array, suppress_mask: jax.Array | None, begin_mask: jax.Array | None = None,
+             step: jax.Array | None = None) -> jax.Array:
+  """logits [B, V] with ids where suppress_mask [V] is True set to -inf, and at step 0 also those where
+  begin_mask [V] is True."""
+  if suppress_mask is not None:
+    logits = jnp.where(suppress_mask[None, :], NEG_INF, logits)
+  if begin_mask is not None:
+    logits = jnp.where(begin_mask[None, :] & (step == 0), NEG_INF, logits)
+  return logits
 
 
 def filter_top_k_top_p(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:

@@ -12,6 +12,7 @@ end tokens). Every `Result` records the settings, the clip's true duration and w
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any, Mapping, Sequence
 
@@ -21,13 +22,13 @@ from qwen_audio_jax import checkpoint_io
 from qwen_audio_jax.data.examples import ExampleEncoder
 from qwen_audio_jax.infer import requests as requests_lib
 from qwen_audio_jax.infer.engine import Generator, GenerationError
-from qwen_audio_jax.infer.results import Result, make_result
+from qwen_audio_jax.infer.results import Result, make_result, row_text
 from qwen_audio_jax.infer.settings import DecodeSettings
 from qwen_audio_jax.model import ModelConfig, logical_axes
 from qwen_audio_jax.prompts import TASKS
 from qwen_audio_jax.sharding import mesh as mesh_lib, partition
 
-LLM_FAMILIES = ("qwen-audio", "qwen2-audio")
+LLM_FAMILIES = ("qwen-audio", "qwen2-audio")  # plus "whisper" through WhisperPipeline
 DEFAULT_MAX_NEW_TOKENS = {"raw": 256, "chat": 512}
 
 
@@ -39,6 +40,15 @@ def tokenizer_spec(directory: str, meta: Mapping[str, Any], cfg: ModelConfig) ->
   if vocab and not os.path.isabs(vocab):
     vocab = os.path.join(directory, vocab)
   return family, vocab
+
+
+def local_mesh(shape: Sequence[int]):
+  """A (data, fsdp, tensor) mesh over this process's devices: all of them when `shape` has a -1, else the
+  first prod(shape) (e.g. (1, 1, 1): one device). Each process decodes on its own devices."""
+  devices = jax.local_devices()
+  if -1 not in tuple(shape):
+    devices = devices[:max(1, math.prod(shape))]
+  return mesh_lib.make_mesh(tuple(shape), devices=devices)
 
 
 def variant_of(directory: str) -> str:
@@ -69,6 +79,7 @@ class Pipeline:
                             f"{cfg.decoder.vocab_size} (wrong tokenizer for this checkpoint?)")
     self._params, self._mesh, self._max_batch, self._cache = params, mesh, max_batch, compile_cache
     self._generator: Generator | None = None
+    self.supports_chat = True
 
   @property
   def generator(self) -> Generator:
@@ -85,15 +96,21 @@ class Pipeline:
                       max_batch: int = 8, long_audio: str = "error", chunk_overlap_s: float = 0.0,
                       vocab_path: str | None = None, variant: str | None = None,
                       compile_cache: dict | None = None) -> "Pipeline":
-    """Loads a converted checkpoint, sharded over this process's devices with the training rule table."""
+    """Loads a converted checkpoint, sharded over this process's devices with the training rule table.
+    Whisper checkpoints give a `WhisperPipeline` (same `generate`)."""
     cfg = checkpoint_io.read_config(path)
     meta = checkpoint_io.read_metadata(path)
+    if cfg.family == "whisper":
+      from qwen_audio_jax.infer.whisper_pipeline import WhisperPipeline  # pylint: disable=import-outside-toplevel
+      return WhisperPipeline.from_checkpoint(path, dtype=dtype, mesh_shape=mesh_shape, max_batch=max_batch,
+                                             long_audio=long_audio, chunk_overlap_s=chunk_overlap_s,
+                                             vocab_path=vocab_path, compile_cache=compile_cache)
     if cfg.family not in LLM_FAMILIES:
       raise GenerationError(f"{path}: a {cfg.family} checkpoint cannot generate text with this pipeline "
                             f"(families: {', '.join(LLM_FAMILIES)})")
     if dtype is not None:
       cfg = cfg.replace(dtype=dtype, param_dtype=dtype)
-    mesh = mesh_lib.make_mesh(tuple(mesh_shape), devices=jax.local_devices())
+    mesh = local_mesh(mesh_shape)
     from qwen_audio_jax.model import abstract_params  # pylint: disable=import-outside-toplevel
     shardings = partition.logical_to_shardings(logical_axes(cfg), abstract_params(cfg), mesh)
     checkpoint_io.check_shapes({p: s for p, (s, _) in checkpoint_io.stored_shapes(path).items()}, cfg, path)
@@ -161,7 +178,7 @@ class Pipeline:
     outs = self.generator.generate([r.prompt for r in rows], settings)
     results, k = [], 0
     for group in groups:
-      results.append(make_result(group, outs[k:k + len(group)], self.tokenizer, chat=chat,
+      results.append(make_result(group, outs[k:k + len(group)], lambda o: row_text(o, self.tokenizer, chat),
                                  settings=settings.as_record(), want_words=words))
       k += len(group)
     return results

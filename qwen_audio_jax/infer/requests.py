@@ -53,7 +53,7 @@ def load_clip(audio: AudioInput, policy: str, family: str, overlap_s: float = 0.
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # truncation is reported in every result instead
     segments, info = prepare_clip(samples, policy=policy, source=name, family=family, overlap_s=overlap_s)
-  if any(w.audio_tokens < 1 for w in info.windows):
+  if family != "whisper" and any(w.audio_tokens < 1 for w in info.windows):
     raise AudioError(f"{name}: {info.duration_s * 1000:.0f} ms of audio is too short for one audio token "
                      "(at least 80 ms are needed)")
   return segments, info

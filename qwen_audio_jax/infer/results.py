@@ -13,7 +13,7 @@ ends window k and starts window k+1 is kept once.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from qwen_audio_jax.infer.engine import RowOutput
 from qwen_audio_jax.infer.requests import Row
@@ -76,10 +76,11 @@ def _join_words(per_window: Sequence[list[dict]], offsets: Sequence[float], ends
   return out
 
 
-def make_result(rows: Sequence[Row], outs: Sequence[RowOutput], tok: Tokenizer, *, chat: bool, settings: dict,
-                want_words: bool) -> Result:
-  """One Result from the rows of one request (one row, or the windows of a chunked clip, in order)."""
-  texts = [row_text(o, tok, chat) for o in outs]
+def make_result(rows: Sequence[Row], outs: Sequence[RowOutput], text_of: Callable[[RowOutput], str], *,
+                settings: dict, want_words: bool) -> Result:
+  """One Result from the rows of one request (one row, or the windows of a chunked clip, in order);
+  `text_of` turns a row's ids into its text (e.g. `row_text` with the family's tokenizer)."""
+  texts = [text_of(o) for o in outs]
   clip = rows[0].clip
   offsets = [w.offset_s for w in clip.windows] if clip is not None and len(rows) > 1 else [0.0]
   ends = [w.offset_s + w.duration_s for w in clip.windows] if clip is not None and len(rows) > 1 else [0.0]

@@ -16,6 +16,11 @@ from qwen_audio_jax.infer.decode_fns import DecodeFns
 from qwen_audio_jax.infer.settings import DecodeSettings
 
 
+def cache_length(fns: DecodeFns, prompt: int, new: int) -> int:
+  """Prompt + new-token slots, capped at the model's context (rows stop at their limit before it)."""
+  return prompt + new if fns.max_context is None else min(prompt + new, fns.max_context)
+
+
 def decode(fns: DecodeFns, settings: DecodeSettings, params, batch: dict, ctrl: dict, pad_id: int) -> dict:
   """Runs greedy or sampled decoding for a batch (inside jit).
 
@@ -28,7 +33,7 @@ def decode(fns: DecodeFns, settings: DecodeSettings, params, batch: dict, ctrl: 
   sample = settings.strategy == "sample"
   limit = batch["limit"]
   rows = limit.shape[0]
-  logits, cache = fns.prefill(params, batch, batch["input_ids"].shape[1] + n)
+  logits, cache = fns.prefill(params, batch, cache_length(fns, batch["input_ids"].shape[1], n))
 
   def cond(state):
     t, done = state[0], state[4]
@@ -36,7 +41,7 @@ def decode(fns: DecodeFns, settings: DecodeSettings, params, batch: dict, ctrl: 
 
   def body(state):
     t, logits, cache, tokens, done, lengths, reasons = state
-    logits = logits_lib.suppress(logits, ctrl.get("suppress"))
+    logits = logits_lib.suppress(logits, ctrl.get("suppress"), ctrl.get("begin_suppress"), t)
     keys = logits_lib.row_keys(ctrl["seed"], batch["row_seed"], t) if sample else None
     token = logits_lib.choose(logits, sample, ctrl["temperature"], ctrl["top_k"], ctrl["top_p"], keys)
     token = jnp.where(done, pad_id, token)

@@ -39,6 +39,7 @@ class DecodeSettings:
   loop_guard_tokens  a row stops ("loop" reason) when its last `loop_guard_tokens` tokens repeat a
                    pattern of period <= loop_guard_max_period; 0 disables the guard.
   suppress_ids     ids never generated (e.g. Whisper's suppress_tokens).
+  begin_suppress_ids  ids not generated as the first new token (Whisper's begin_suppress_tokens).
   vocab_limit      ids >= vocab_limit are never generated (model rows the tokenizer does not have,
                    e.g. Qwen-Audio's 155165..155946); 0 = no limit.
   """
@@ -59,12 +60,14 @@ class DecodeSettings:
   loop_guard_tokens: int = 0
   loop_guard_max_period: int = 8
   suppress_ids: tuple[int, ...] = ()
+  begin_suppress_ids: tuple[int, ...] = ()
   vocab_limit: int = 0
 
   def __post_init__(self):
     object.__setattr__(self, "eos_ids", tuple(int(i) for i in self.eos_ids))
     object.__setattr__(self, "stop_sequences", tuple(tuple(int(i) for i in s) for s in self.stop_sequences))
     object.__setattr__(self, "suppress_ids", tuple(sorted({int(i) for i in self.suppress_ids})))
+    object.__setattr__(self, "begin_suppress_ids", tuple(sorted({int(i) for i in self.begin_suppress_ids})))
     validate(self)
 
   def replace(self, **changes) -> "DecodeSettings":
