@@ -1,7 +1,7 @@
 """The built-in synthetic tasks scored with the real recipes (what `make run` prints).
 
   python -m qwen_audio_jax.evaluate --config=configs/eval/tiny_synthetic.py --workdir=sweeps/tiny \
-      --config.checkpoints=tiny=workdir/quickstart-.../model
+      --config.checkpoints=tiny=workdir/quickstart-...@best
 
 Arg: the split (default "test"; training uses "validation" to choose best/), e.g. `tiny_synthetic.py:validation`.
 `--config.limit=N` caps the samples per task. Chance levels: `qwen_audio_jax.data.synthetic.CHANCE`.
