@@ -13,7 +13,7 @@ from qwen_audio_jax.assets import SYNTHETIC_VOCAB
 from qwen_audio_jax.tokenizer import get_tokenizer
 from qwen_audio_jax.train import defaults
 
-STEPS = 1500
+STEPS = 2000
 
 
 WIDTH = 64  # decoder and encoder width; 2 layers each, 4 heads
@@ -28,8 +28,9 @@ def model_overrides(vocab_path: str = str(SYNTHETIC_VOCAB)) -> dict:
               encoder=dict(d_model=WIDTH, n_heads=4, n_layers=2, mlp_dim=4 * WIDTH))
 
 
-# Task mixture: digit sequences (asr, srwt) and notes (mna) need the most steps; noise colours the fewest.
-WEIGHTS = {"asr": 4.0, "srwt": 4.0, "mna": 4.0, "asc": 1.0, "aqa": 2.0, "aac": 2.0}
+# Task mixture: word timings (srwt), digit sequences (asr) and notes (mna) need the most steps; noise colours
+# the fewest.
+WEIGHTS = {"asr": 4.0, "srwt": 6.0, "mna": 4.0, "asc": 1.0, "aqa": 2.0, "aac": 2.0}
 
 
 def get_config(arg=None):
@@ -51,7 +52,7 @@ def get_config(arg=None):
   c.checkpoint.every_steps = 500
   c.checkpoint.keep = 1
   c.checkpoint.best_keep = 1
-  c.eval.every_steps = 300
+  c.eval.every_steps = 400
   c.eval.batches = 2
   c.eval.sweep = "configs/eval/tiny_synthetic.py:validation"  # decode + score while training ...
   c.eval.sweep_limit = 32  # validation clips per task
