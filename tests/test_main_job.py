@@ -54,7 +54,8 @@ def test_every_artefact_is_written_and_the_table_is_the_sweeps(job):
     cells = {c["task"]: c for c in json.load(f)["cells"]}
   with open(os.path.join(sweep, "manifest.json")) as f:
     [ckpt] = json.load(f)["checkpoints"]
-  assert ckpt["path"] == f"{workdir}@best" and f"model checkpoint {workdir}@best = {workdir}/best/{STEPS} " in proc.stdout
+  assert ckpt["path"] == f"{workdir}@best"
+  assert f"model checkpoint {workdir}@best = {workdir}/best/{STEPS} " in proc.stdout
   assert sorted(cells) == sorted(TASKS)
   table = proc.stdout[proc.stdout.index("4. Results"):]
   for task, c in cells.items():
