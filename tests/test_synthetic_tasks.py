@@ -85,8 +85,7 @@ def test_shipped_vocabulary_is_what_the_corpus_builds(tmp_path):
          [(built.id_to_piece(i), built.get_score(i)) for i in range(built.get_piece_size())]
   cfg = runpy.run_path(str(ROOT / "configs" / "tiny_synthetic.py"))["get_config"]()
   tok = get_tokenizer("qwen-audio", cfg.data.vocab_path)
-  decoder = cfg.model.overrides.decoder
-  assert decoder.vocab_size == tok.vocab_size and cfg.model.overrides.audio_pad_id == tok.audio_pad_id
+  assert cfg.model.decoder.vocab_size == tok.vocab_size and cfg.model.audio_pad_id == tok.audio_pad_id
 
 
 def test_chance_levels_are_what_a_blind_listener_scores():
