@@ -1,7 +1,7 @@
 """The main job (`make run`) shortened to a few dozen steps: the loss falls, answers are generated and
 scored during training and on the test split, every artefact is written, the table is what the sweep
-computed and the exit status says whether every metric was. The full run (about 1,500 steps, ~15 min on
-2 cores) is `make run` / `python -m qwen_audio_jax.main`, outside the suite."""
+computed and the exit status says whether every metric was. The full run (2,000 steps; time and table
+in the README Quickstart) is `make run` / `python -m qwen_audio_jax.main`, outside the suite."""
 
 import json
 import os
