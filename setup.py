@@ -54,7 +54,7 @@ setup(
     version="0.1.0",
     description="Qwen-Audio in JAX/Flax: mel front end, Whisper encoder, Qwen-7B decoder, conversion, training",
     packages=find_packages(include=["qwen_audio_jax", "qwen_audio_jax.*"]),
-    package_data={"qwen_audio_jax": ["assets/*.flac"]},
+    package_data={"qwen_audio_jax": ["assets/*.flac", "assets/*.model"]},
     python_requires=">=3.10",
     install_requires=RUNTIME,
     extras_require={"convert": CONVERT, "eval": EVAL, "test": TEST, "tpu": TPU,

@@ -199,13 +199,25 @@ def run_steps(workdir, kind: str) -> list[int]:
                 if d.name.isdigit() and (d / _COMMITTED).exists() and (d / RUN_ITEMS[kind]).is_dir())
 
 
+def best_rule(workdir) -> tuple[str, str]:
+  """(metric, "min"|"max") that chose the run's best/ checkpoints: its config's eval.best_metric and
+  eval.best_mode (e.g. a generation recipe's figure, see eval/during_training.py), else eval_loss, min."""
+  config = _path(workdir) / RUN_CONFIG
+  run_eval = (_read_json(config, "run config").get("config") or {}).get("eval") or {} if config.exists() else {}
+  return str(run_eval.get("best_metric") or "eval_loss"), str(run_eval.get("best_mode") or "min")
+
+
 def best_run_step(workdir) -> int | None:
-  """The best evaluation step kept under WORKDIR/best (lowest eval_loss), None if there is none."""
+  """The best evaluation step kept under WORKDIR/best by the run's `best_rule`; NaN never wins;
+  None if there is none."""
+  metric, mode = best_rule(workdir)
   scored = []
   for step in run_steps(workdir, RUN_BEST):
     metrics = _path(workdir) / RUN_BEST / str(step) / "metrics" / "metrics"
     if metrics.exists():
-      scored.append((float(_read_json(metrics, "best-checkpoint metrics").get("eval_loss", np.inf)), step))
+      value = float(_read_json(metrics, "best-checkpoint metrics").get(metric, np.nan))
+      if not np.isnan(value):
+        scored.append((value if mode == "min" else -value, step))
   return min(scored)[1] if scored else None
 
 

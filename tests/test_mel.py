@@ -179,3 +179,22 @@ def test_pad_or_trim_numpy_and_jax(length):
     np.testing.assert_array_equal(np.asarray(out)[:, :keep], x[:, :keep])
     assert not np.asarray(out)[:, keep:].any()
   np.testing.assert_array_equal(pad_or_trim(x, 1, axis=0), x[:1])
+
+
+def test_first_frames_only_equal_the_30s_window_when_the_audio_fits(clips):
+  """n_frames=k (the training loop's mel crop) reads k + 2 hops: the first k frames of the 30 s features
+  (to 1 ulp: the FFT and mel matmul round differently per shape) when the audio after k hops is silent,
+  also with the loudest samples at the very edge (they count for the max through frames k and k + 1)."""
+  k = 200
+  fits = np.zeros(k * 160, np.float32)
+  fits[:8000] = clips["0.5s"]
+  edge = (1e-3 * np.random.default_rng(5).standard_normal(k * 160)).astype(np.float32)
+  edge[-120:] = 0.9  # louder than anything before, in the last 120 samples of the crop
+  for audio in (fits, edge, clips["0.5s"]):
+    full = np.asarray(log_mel_spectrogram(audio))
+    np.testing.assert_allclose(np.asarray(log_mel_spectrogram(audio, n_frames=k)), full[:, :k], rtol=0, atol=2.4e-7)
+  batch = np.stack([fits, edge])
+  np.testing.assert_allclose(np.asarray(log_mel_spectrogram(batch, n_frames=k)),
+                             np.asarray(log_mel_spectrogram(batch))[..., :k], rtol=0, atol=2.4e-7)
+  with pytest.raises(ValueError, match="n_frames=0 is not in 1..3000"):
+    log_mel_spectrogram(fits, n_frames=0)

@@ -28,6 +28,7 @@ def get_config(arg=None):
   c.eval.every_steps = {total}
   c.eval.batches = 1
   c.eval.batch_size = 4
+  c.eval.sweep_limit = 2  # both processes decode the same validation clips; process 0 scores them
   c.log.every_steps = 1
   c.log.peak_tflops = 1.0
   return c
@@ -137,3 +138,34 @@ def test_process_zero_writes_tensorboard_events_and_chart(run):
     parts = [acc.Scalars(f"grad_norm/{t}")[e.step - 1].value for t in towers]
     assert e.value == pytest.approx(sum(p * p for p in parts) ** 0.5, rel=1e-5)
   check_matplotlib_png(workdir / "loss.png", (800, 500))
+
+
+def test_two_process_generation_equals_one_process_decode_of_the_same_params(run):
+  """Both processes decoded the validation clips on the global mesh; process 0 alone scored and wrote
+  them. Decoding the restored best params here (one device) gives the same answers and figures."""
+  import importlib.util
+  import jax
+  from qwen_audio_jax.eval.during_training import GenerationEval
+  from qwen_audio_jax.train import checkpointing, loop
+  config, workdir, outs, _ = run
+  assert "eval step" in outs[0] and "eval step" not in outs[1]  # only process 0 logs
+  with open(workdir / "metrics.jsonl") as f:
+    [logged] = [json.loads(line) for line in f if "eval_loss" in line]
+  spec = importlib.util.spec_from_file_location("mp_config", config)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  cfg = module.get_config()
+  cfg.mesh.ici, cfg.mesh.dcn = (1, 1, 1), (1, 1, 1)
+  mesh, mcfg, plan, _ = loop.setup(cfg, str(workdir))
+  ckpt = checkpointing.Checkpoints(str(workdir), best_keep=0)
+  state, _ = ckpt.restore(plan)
+  ckpt.close()
+  here = GenerationEval.from_run_config(cfg, str(workdir / "again"))
+  figures = here.run(TOTAL, mcfg, here.params_of(plan, state), mesh)
+  for name in here.names:
+    assert figures[name] == logged[name] or (figures[name] != figures[name] and logged[name] != logged[name]), name
+  for d in here.datasets:
+    rows = [[json.loads(line) for line in open(base / "generate" / str(TOTAL) / f"{d['name']}.jsonl")]
+            for base in (workdir, workdir / "again")]
+    assert len(rows[0]) == 2 and [r["ids"] for r in rows[0]] == [r["ids"] for r in rows[1]], d["name"]
+  assert jax.device_count() == 1

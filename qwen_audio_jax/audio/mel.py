@@ -57,29 +57,32 @@ def _hann_window() -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def _frame_indices() -> np.ndarray:
-  """Sample indices [N_FRAMES, N_FFT] of each frame in the reflect-padded signal (last frame dropped)."""
-  starts = np.arange(N_FRAMES, dtype=np.int32)[:, None] * HOP_LENGTH
+def _frame_indices(n_frames: int = N_FRAMES) -> np.ndarray:
+  """Sample indices [n_frames, N_FFT] of each frame in the reflect-padded signal (last frame dropped)."""
+  starts = np.arange(n_frames, dtype=np.int32)[:, None] * HOP_LENGTH
   return starts + np.arange(N_FFT, dtype=np.int32)[None, :]
 
 
 def _power_spectrogram(audio: jax.Array) -> jax.Array:
-  """|STFT|^2 with center=True reflect padding: [..., N_SAMPLES] -> [..., N_FRAMES, 201]."""
+  """|STFT|^2 with center=True reflect padding: [..., N] -> [..., N // HOP_LENGTH, 201]."""
   half = N_FFT // 2
   widths = [(0, 0)] * (audio.ndim - 1) + [(half, half)]
   padded = jnp.pad(audio, widths, mode="reflect")
-  frames = padded[..., _frame_indices()] * _hann_window()
+  frames = padded[..., _frame_indices(audio.shape[-1] // HOP_LENGTH)] * _hann_window()
   spectrum = jnp.fft.rfft(frames, axis=-1)
   return jnp.real(spectrum) ** 2 + jnp.imag(spectrum) ** 2
 
 
-@functools.partial(jax.jit, static_argnames="n_mels")
-def log_mel_spectrogram(audio, n_mels: int = 80) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("n_mels", "n_frames"))
+def log_mel_spectrogram(audio, n_mels: int = 80, n_frames: int = N_FRAMES) -> jax.Array:
   """Log-mel features of spec §1.3: [N] -> [n_mels, 3000], [B, N] -> [B, n_mels, 3000], float32.
 
   `N` must be <= 480 000 (16 kHz); shorter audio is zero-padded to 30 s first. The max(L) - 8 floor is
   taken per example, so a clip's features never depend on the rest of its batch. Jitted (one compile
   per input shape and n_mels); also usable inside a caller's jit.
+  `n_frames` < 3000: only the first n_frames frames of that 30 s result, computed from n_frames + 2
+  hops of audio (samples past them are not read); exactly the 30 s result's frames when the audio is
+  silent (zero) after n_frames hops, e.g. a clip that fits a training run's mel crop.
   """
   audio = jnp.asarray(audio, dtype=jnp.float32)
   if audio.ndim not in (1, 2):
@@ -88,10 +91,13 @@ def log_mel_spectrogram(audio, n_mels: int = 80) -> jax.Array:
     raise ValueError(
         f"log_mel_spectrogram got {audio.shape[-1]} samples (> {N_SAMPLES} = 30 s at 16 kHz); "
         "choose a long-audio policy with prepare_clip() or trim explicitly with pad_or_trim()")
+  if not 0 < n_frames <= N_FRAMES:
+    raise ValueError(f"log_mel_spectrogram: n_frames={n_frames} is not in 1..{N_FRAMES}")
   filters = jnp.asarray(mel_filters(n_mels))
-  power = _power_spectrogram(pad_or_trim(audio, N_SAMPLES))
+  # Frames n_frames and n_frames + 1 still see the last samples before the crop: they count for the max.
+  power = _power_spectrogram(pad_or_trim(audio, min(N_SAMPLES, (n_frames + 2) * HOP_LENGTH)))
   mel = jnp.einsum("mf,...tf->...mt", filters, power, precision=jax.lax.Precision.HIGHEST)
   log_mel = jnp.log10(jnp.maximum(mel, LOG_FLOOR))
   per_example_max = jnp.max(log_mel, axis=(-2, -1), keepdims=True)
-  log_mel = jnp.maximum(log_mel, per_example_max - DYNAMIC_RANGE)
+  log_mel = jnp.maximum(log_mel[..., :n_frames], per_example_max - DYNAMIC_RANGE)
   return (log_mel + 4.0) / 4.0

@@ -14,7 +14,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from qwen_audio_jax.audio.lengths import N_FRAMES, N_SAMPLES
+from qwen_audio_jax.audio.lengths import HOP_LENGTH, N_FRAMES, N_SAMPLES
 from qwen_audio_jax.audio.mel import log_mel_spectrogram, pad_or_trim
 from qwen_audio_jax.data.examples import Encoded
 
@@ -32,21 +32,25 @@ def _cpu():
   return jax.local_devices(backend="cpu")[0]
 
 
-def audio_features(examples: Sequence[Encoded | None], max_audios: int, n_mels: int):
-  """(audio_mel [B*A, n_mels, 3000] float32, audio_lengths [B*A] int32); slot b*A + a."""
+def audio_features(examples: Sequence[Encoded | None], max_audios: int, n_mels: int, n_frames: int = N_FRAMES):
+  """(audio_mel [B*A, n_mels, n_frames] float32, audio_lengths [B*A] int32); slot b*A + a.
+
+  n_frames < 3000: the first frames of the 30 s window only (a training run's mel crop; exact for
+  clips that fit it, and the caller checks that they do)."""
   n_slots = len(examples) * max_audios
-  waves = np.zeros((n_slots, N_SAMPLES), np.float32)
+  n_samples = min(N_SAMPLES, (n_frames + 2) * HOP_LENGTH)  # what log_mel_spectrogram reads
+  waves = np.zeros((n_slots, n_samples), np.float32)
   lengths = np.zeros((n_slots,), np.int32)
   for b, example in enumerate(examples):
     if example is None:
       continue
     for a, (wave, frames) in enumerate(zip(example.waveforms, example.encoder_frames)):
-      waves[b * max_audios + a] = pad_or_trim(wave, N_SAMPLES)
+      waves[b * max_audios + a] = pad_or_trim(wave, n_samples)
       lengths[b * max_audios + a] = frames
   with jax.default_device(_cpu()):  # never the accelerator: this runs in the input pipeline
-    mel = np.array(log_mel_spectrogram(waves, n_mels=n_mels), dtype=np.float32)  # writable copy
+    mel = np.array(log_mel_spectrogram(waves, n_mels=n_mels, n_frames=n_frames), dtype=np.float32)  # writable
   mel[lengths == 0] = 0.0  # absent audio slots carry no features
-  assert mel.shape == (n_slots, n_mels, N_FRAMES), mel.shape
+  assert mel.shape == (n_slots, n_mels, n_frames), mel.shape
   return mel, lengths
 
 
@@ -60,11 +64,12 @@ def _metadata(examples: Sequence[Encoded | None]) -> dict[str, np.ndarray]:
 
 
 def collate_train(examples: Sequence[Encoded | None], *, buckets: Sequence[int], max_audios: int,
-                  n_mels: int, pad_id: int) -> dict[str, np.ndarray]:
+                  n_mels: int, pad_id: int, mel_frames: int = 0) -> dict[str, np.ndarray]:
   """Right-padded training batch: input_ids, attention_mask, targets, loss_mask, audio_*, metadata.
 
   targets[t] = input_ids[t + 1] and loss_mask[t] = 1 iff that target is an answer token or the final
   eod (so the loss is sum(loss_mask * xent(logits[t], targets[t])) / sum(loss_mask)).
+  mel_frames > 0: only that many mel frames are computed (see `audio_features`).
   """
   longest = max([len(e.ids) for e in examples if e is not None], default=1)
   seq = pick_bucket(longest, buckets)
@@ -81,7 +86,7 @@ def collate_train(examples: Sequence[Encoded | None], *, buckets: Sequence[int],
     attention[b, :n] = 1
     targets[b, :n - 1] = example.ids[1:]
     loss_mask[b, :n - 1] = example.loss_mask[1:]
-  mel, lengths = audio_features(examples, max_audios, n_mels)
+  mel, lengths = audio_features(examples, max_audios, n_mels, int(mel_frames) or N_FRAMES)
   return {"input_ids": input_ids, "attention_mask": attention, "targets": targets,
           "loss_mask": loss_mask, "audio_mel": mel, "audio_lengths": lengths, **_metadata(examples)}
 

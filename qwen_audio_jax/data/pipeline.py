@@ -77,6 +77,7 @@ class BatchBuilder:
   buckets: tuple[int, ...]
   max_audios: int
   n_mels: int
+  mel_frames: int = 0  # > 0: compute only the first mel frames (the training run's crop)
 
   def positions(self, g: int) -> range:
     rows = self.global_batch_size // self.process_count
@@ -103,7 +104,8 @@ class BatchBuilder:
     stats = {"tried": 0, "bad": 0, "empty": 0, "truncated": 0, "last_bad": None}
     examples = [self.example(pos, stats) for pos in self.positions(int(g))]
     batch = collate_train(examples, buckets=self.buckets, max_audios=self.max_audios,
-                          n_mels=self.n_mels, pad_id=self.encoder.tokenizer.pad_id)
+                          n_mels=self.n_mels, pad_id=self.encoder.tokenizer.pad_id,
+                          mel_frames=self.mel_frames)
     batch["_stats"] = stats
     return batch
 
@@ -129,7 +131,7 @@ class TrainIterator:
   """Iterator of per-process numpy batches with JSON `get_state`/`set_state` and data metrics."""
 
   def __init__(self, data_config, *, global_batch_size: int, process_index: int, process_count: int,
-               seed: int, bucket_sync: Callable[[int], int] | None | str = "auto"):
+               seed: int, bucket_sync: Callable[[int], int] | None | str = "auto", mel_frames: int = 0):
     cfg = config_lib.as_config(data_config)
     if global_batch_size <= 0 or global_batch_size % process_count:
       raise config_lib.DataConfigError(
@@ -146,7 +148,7 @@ class TrainIterator:
         encoder=ExampleEncoder.from_config(cfg), global_batch_size=self.global_batch_size,
         process_index=self.process_index, process_count=self.process_count,
         buckets=tuple(int(b) for b in cfg.seq_buckets), max_audios=int(cfg.max_audios),
-        n_mels=int(cfg.n_mels))
+        n_mels=int(cfg.n_mels), mel_frames=int(mel_frames))
     self.global_batches = 0
     self.counters = {"tried": 0, "bad": 0, "empty": 0, "truncated": 0}
     self.last_bad: list[str] | None = None
@@ -232,8 +234,11 @@ class TrainIterator:
 
 def make_train_iterator(data_config, *, global_batch_size: int, process_index: int | None = None,
                         process_count: int | None = None, seed: int = 0,
-                        bucket_sync: Callable[[int], int] | None | str = "auto") -> TrainIterator:
+                        bucket_sync: Callable[[int], int] | None | str = "auto", mel_frames: int = 0) -> TrainIterator:
   """This process's training batches (see module docstring; fields in `batching.collate_train`).
+
+  mel_frames > 0: audio_mel holds only the first mel_frames frames of the 30 s window (the training
+  run's crop, `train.mel_frames`; the loop checks that every clip fits), computed from that much audio.
 
   process_index / process_count default to jax.process_index() / jax.process_count(); tests pass
   them explicitly to simulate several hosts in one process.
@@ -242,5 +247,5 @@ def make_train_iterator(data_config, *, global_batch_size: int, process_index: i
       data_config, global_batch_size=global_batch_size,
       process_index=jax.process_index() if process_index is None else process_index,
       process_count=jax.process_count() if process_count is None else process_count,
-      seed=seed, bucket_sync=bucket_sync)
+      seed=seed, bucket_sync=bucket_sync, mel_frames=mel_frames)
 

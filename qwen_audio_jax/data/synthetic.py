@@ -1,11 +1,23 @@
 """Built-in synthetic multi-task audio set: procedural, deterministic from a seed, no downloads.
 
-Five tiny tasks a small model can learn in minutes on CPU (clips 0.5 s to ~3.5 s, 16 kHz, 16-bit WAV):
-  asr  DTMF key tones of 1-4 digits           -> "one four two"
-  mna  a harmonic note (pitch, loudness, timbre, decay) -> "<|pitch|><|midi_pitch_60|><|velocity|>..."
-  asc  white / pink / brown noise              -> "white" | "pink" | "brown"
-  aqa  a run of beeps + a question              -> "three" (how many?) or "high"/"low" (pitch?)
-  aac  2-3 events in a row                      -> "a rising chirp then silence"
+Six tasks a small model can learn in minutes on CPU (clips 0.5 s to MAX_SECONDS = 1.9 s, 16 kHz, 16-bit WAV;
+short, so that a 2 s mel window and 96 tokens hold every example), each
+asked with its real Qwen-Audio hierarchical-tag prompt (`prompts/tasks.py`):
+  asr   1-4 DTMF key tones                            -> "one four two"
+  srwt  the same, with word timestamps                -> "<|0.00|><|sil|><|0.13|>one<|0.34|><|sil|><|0.45|>..."
+  mna   a harmonic note (pitch, loudness, timbre, decay) -> "<|pitch|><|midi_pitch_60|><|velocity|>..."
+  asc   white / pink / brown noise                    -> "white" | "pink" | "brown"
+  aqa   a run of beeps + a question                   -> "three" (how many?) or "high"/"low" (pitch?)
+  aac   2-3 events in a row                           -> "a rising chirp then silence"
+Variation: random timing, gain (tones 0.2-0.6, notes by velocity, noise 0.02-0.2), phases, pitches, and a
+faint noise floor. DTMF timings lie on the 10 ms grid of the time tokens, so SRWT references are exact:
+a word or `<|sil|>` between consecutive time tokens, starting at the `<|0.00|>` the SRWT prompt forces.
+Chance levels (`CHANCE`, the test split's 200 samples per task scored by the sweep's recipes): what
+`blind_answer` gets, a listener that ignores the audio: ASR WER 0.903 (always "one"; a constant
+digit word scores 0.89-0.91), SRWT AAS 127.6 ms (the right words at the average timing), ASC accuracy
+0.315 (always "white"; 1/3 expected), AQA accuracy 0.34 ("three" to counting, "high" to pitch questions;
+0.35 expected), MNA instrument accuracy 0.315 (always "sine"; 1/3 expected), AAC CIDEr-D 1.93 (always
+"a rising chirp then silence").
 Example `i` of (task, split, seed) is generated from its own RNG stream, so a `SyntheticSource` is a
 random-access source: any index in any worker, same bytes every time.
 """
@@ -20,11 +32,12 @@ import soundfile
 
 from qwen_audio_jax.audio.lengths import SAMPLE_RATE
 from qwen_audio_jax.data.records import make_record
-from qwen_audio_jax.prompts.parsers import format_note_analysis
+from qwen_audio_jax.prompts.parsers import format_note_analysis, format_word_timestamps, parse_word_timestamps
+from qwen_audio_jax.tokenizer.special_tokens import time_token
 
-TASKS = ("asr", "mna", "asc", "aqa", "aac")
+TASKS = ("asr", "srwt", "mna", "asc", "aqa", "aac")
 SPLITS = ("train", "validation", "test")
-MIN_SECONDS = 0.5
+MIN_SECONDS, MAX_SECONDS = 0.5, 1.9
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 _DTMF_ROWS = (697.0, 770.0, 852.0, 941.0)
@@ -38,6 +51,10 @@ COUNT_WORDS = DIGIT_WORDS
 EVENTS = ("rising chirp", "falling chirp", "steady tone", "burst of noise", "silence")
 AQA_COUNT_QUESTION = "how many beeps are there?"
 AQA_PITCH_QUESTION = "are the beeps high or low?"
+SIL = "<|sil|>"
+# task -> (headline metric of its recipe, value of `blind_answer` on the test split, higher_is_better)
+CHANCE = {"asr": ("wer", 0.9032, False), "srwt": ("aas", 0.1276, False), "asc": ("acc", 0.315, True),
+          "aqa": ("acc", 0.34, True), "mna": ("instrument_acc", 0.315, True), "aac": ("CIDEr", 1.933, True)}
 
 
 def _seconds(n: int | float) -> int:
@@ -73,14 +90,51 @@ def _chirp(f0: float, f1: float, seconds: float, amplitude: float) -> np.ndarray
   return amplitude * np.sin(phase) * fade
 
 
-def _asr(rng):
+def _centiseconds(rng, low: float, high: float) -> float:
+  """A duration in [low, high] s on the 10 ms grid of the time tokens (so SRWT times are exact)."""
+  return int(rng.integers(round(low * 100), round(high * 100) + 1)) / 100
+
+
+def _dtmf_digits(rng):
+  """1-4 DTMF key tones with random timing and gain: (parts, words, [(start, end) s of each tone], end s)."""
   digits = rng.integers(0, 10, size=int(rng.integers(1, 5)))
-  parts = [_silence(rng.uniform(0.05, 0.25))]
+  gain = rng.uniform(0.2, 0.6)
+  t = _centiseconds(rng, 0.05, 0.25)
+  parts, spans = [_silence(t)], []
   for d in digits:
     row, col = _DTMF_KEY[int(d)]
-    parts += [_tone((_DTMF_ROWS[row], _DTMF_COLS[col]), rng.uniform(0.15, 0.25), 0.4, rng),
-              _silence(rng.uniform(0.08, 0.15))]
-  return parts, dict(text=" ".join(DIGIT_WORDS[int(d)] for d in digits), lang="en")
+    tone, gap = _centiseconds(rng, 0.15, 0.25), _centiseconds(rng, 0.08, 0.15)
+    parts += [_tone((_DTMF_ROWS[row], _DTMF_COLS[col]), tone, gain, rng), _silence(gap)]
+    spans.append((t, round(t + tone, 2)))
+    t = round(t + tone + gap, 2)
+  if t < MIN_SECONDS:
+    parts.append(_silence(MIN_SECONDS - t))
+    t = MIN_SECONDS
+  return parts, [DIGIT_WORDS[int(d)] for d in digits], spans, t
+
+
+def _asr(rng):
+  parts, words, _, _ = _dtmf_digits(rng)
+  return parts, dict(text=" ".join(words), lang="en")
+
+
+def srwt_text(words, spans, end: float) -> str:
+  """Qwen-Audio's word-timestamp target: `<|0.00|><|sil|><|t|>word<|t|><|sil|><|t|>...<|sil|><|end|>`
+  (a word or `<|sil|>` between consecutive 10 ms time tokens, boundaries shared; spec §5)."""
+  items, t = [], 0.0
+  for word, (start, stop) in zip(words, spans):
+    if start > t:
+      items.append({"word": SIL, "start": t, "end": start})
+    items.append({"word": word, "start": start, "end": stop})
+    t = stop
+  if end > t:
+    items.append({"word": SIL, "start": t, "end": end})
+  return format_word_timestamps(items)
+
+
+def _srwt(rng):
+  parts, words, spans, end = _dtmf_digits(rng)
+  return parts, dict(text=srwt_text(words, spans, end), lang="en")
 
 
 def _mna(rng):
@@ -90,7 +144,7 @@ def _mna(rng):
   f0 = 440.0 * 2 ** ((pitch - 69) / 12)
   harmonics = {"sine": (1,), "organ": (1, 2, 3, 4), "reed": (1, 3, 5, 7)}[instrument]
   fast_decay = bool(rng.integers(0, 2))
-  seconds = rng.uniform(0.5, 2.0)
+  seconds = rng.uniform(0.5, 1.8)
   t = np.arange(_seconds(seconds)) / SAMPLE_RATE
   wave = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in harmonics)
   envelope = np.minimum(1.0, t / 0.01) * np.exp(-t * (8.0 if fast_decay else 0.5))
@@ -101,7 +155,7 @@ def _mna(rng):
 
 def _asc(rng):
   colour = str(rng.choice(list(NOISE_COLOURS)))
-  noise = _coloured_noise(_seconds(rng.uniform(0.5, 3.0)), NOISE_COLOURS[colour], rng)
+  noise = _coloured_noise(_seconds(rng.uniform(0.5, 1.8)), NOISE_COLOURS[colour], rng)
   return [rng.uniform(0.02, 0.2) * noise], dict(text=colour, lang="unknown")
 
 
@@ -109,9 +163,10 @@ def _aqa(rng):
   count = int(rng.integers(1, 6))
   high = bool(rng.integers(0, 2))
   freq = rng.uniform(1200, 2000) if high else rng.uniform(300, 600)
+  gain = rng.uniform(0.2, 0.6)
   parts = [_silence(rng.uniform(0.05, 0.2))]
   for _ in range(count):
-    parts += [_tone((freq,), rng.uniform(0.08, 0.15), 0.4, rng), _silence(rng.uniform(0.1, 0.25))]
+    parts += [_tone((freq,), rng.uniform(0.08, 0.15), gain, rng), _silence(rng.uniform(0.08, 0.18))]
   if rng.integers(0, 2):
     question, answer = AQA_COUNT_QUESTION, COUNT_WORDS[count]
   else:
@@ -120,7 +175,7 @@ def _aqa(rng):
 
 
 def _event(name: str, rng) -> np.ndarray:
-  seconds = rng.uniform(0.3, 1.0)
+  seconds = rng.uniform(0.3, 0.6)
   if name == "rising chirp":
     return _chirp(rng.uniform(300, 600), rng.uniform(1500, 3000), seconds, 0.4)
   if name == "falling chirp":
@@ -141,7 +196,7 @@ def _aac(rng):
   return [_event(n, rng) for n in names], dict(text=" then ".join(words), lang="unknown")
 
 
-_GENERATORS = {"asr": _asr, "mna": _mna, "asc": _asc, "aqa": _aqa, "aac": _aac}
+_GENERATORS = {"asr": _asr, "srwt": _srwt, "mna": _mna, "asc": _asc, "aqa": _aqa, "aac": _aac}
 
 
 def wav_bytes(audio: np.ndarray) -> bytes:
@@ -185,3 +240,48 @@ class SyntheticSource:
 
   def __repr__(self) -> str:
     return f"SyntheticSource({self.task!r}, size={self.size}, split={self.split!r}, seed={self.seed})"
+
+
+# A listener that ignores the audio: fixed answers (the AQA one reads the question), and for SRWT the
+# right words at the corpus' average timing (so its AAS measures timing alone). Layout of an average
+# DTMF clip: leading silence 0.15 s, tones 0.20 s, gaps 0.115 s (the midpoints of the ranges above).
+BLIND = {"asr": "one", "asc": "white", "aac": "a rising chirp then silence",
+         "mna": format_note_analysis(66, 75, "sine", [])}
+_MEAN_LEAD, _MEAN_TONE, _MEAN_GAP = 0.15, 0.20, 0.115
+
+
+def blind_answer(record: dict) -> str:
+  """The answer of the audio-blind listener above, as the model would generate it (for SRWT: the
+  continuation after the prompt's forced `<|0.00|>`)."""
+  task = record["task"]
+  if task == "aqa":
+    return "three" if record["question"] == AQA_COUNT_QUESTION else "high"
+  if task == "srwt":
+    words = [w["word"] for w in parse_word_timestamps(record["text"]) if w["word"] != SIL]
+    spans, t = [], _MEAN_LEAD
+    for _ in words:
+      spans.append((round(t, 2), round(t + _MEAN_TONE, 2)))
+      t += _MEAN_TONE + _MEAN_GAP
+    return srwt_text(words, spans, max(round(t, 2), MIN_SECONDS))[len(time_token(0.0)):]
+  return BLIND[task]
+
+
+VOCAB_RECORDS_PER_TASK = 200
+VOCAB_SIZE = 4096  # an upper bound: SentencePiece stops when the corpus has no more merges (4,039 pieces)
+
+
+def vocab_texts(per_task: int = VOCAB_RECORDS_PER_TASK) -> list[str]:
+  """Answers and questions of the first `per_task` train records of every task (the vocabulary's corpus)."""
+  texts = []
+  for task in TASKS:
+    for index in range(per_task):
+      record = generate(task, index, split="train")
+      texts += [record["text"]] + ([record["question"]] if record["question"] else [])
+  return texts
+
+
+def train_vocab(model_dir: str, family: str = "qwen-audio"):
+  """The compact SentencePiece vocabulary of this corpus (the family's 3,522 specials, 256 byte pieces,
+  <unk> and the corpus words) written to `model_dir/spm.model`; deterministic (same bytes every time)."""
+  from qwen_audio_jax.tokenizer import train_sentencepiece  # pylint: disable=import-outside-toplevel
+  return train_sentencepiece(vocab_texts(), VOCAB_SIZE, model_dir, family=family)

@@ -45,7 +45,10 @@ def write_json(path: str, obj: Any) -> None:
 
 def checkpoint_hash(path: str) -> str:
   """sha256 over the checkpoint's config, metadata and every params/ file's name, size and (for files up
-  to 16 MiB) content: it changes when the weights change without hashing gigabytes per sweep."""
+  to 16 MiB) content: it changes when the weights change without hashing gigabytes per sweep. A training
+  run (`WORKDIR`, `WORKDIR@best|latest|N`) is hashed as the step folder it resolves to."""
+  from qwen_audio_jax import checkpoint_io  # pylint: disable=import-outside-toplevel
+  path = checkpoint_io.resolve(path).path
   h = hashlib.sha256()
   for root, dirs, files in os.walk(path):
     dirs.sort()

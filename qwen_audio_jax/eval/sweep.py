@@ -64,7 +64,8 @@ def fingerprint(content_hash: str, dataset: dict, settings: dict, extra: dict) -
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _settings(pipe: Pipeline, dataset: dict, decode) -> Any:
+def decode_settings(pipe: Pipeline, dataset: dict, decode) -> Any:
+  """The dataset's decode settings: the sweep's `decode` block over the task's defaults."""
   d = dict(decode)
   options = {k: d[k] for k in ("num_beams", "temperature", "top_k", "top_p", "seed", "length_penalty",
                                 "max_new_tokens_per_second", "loop_guard_tokens")}
@@ -77,7 +78,7 @@ def _settings(pipe: Pipeline, dataset: dict, decode) -> Any:
 
 def run_cell(pipe: Pipeline, ckpt: dict, dataset: dict, records: list[dict], workdir: str, decode, cfg,
              content_hash: str) -> dict:
-  settings = _settings(pipe, dataset, decode)
+  settings = decode_settings(pipe, dataset, decode)
   fp = fingerprint(content_hash, dataset, settings.as_record(),
                    {"long_audio": cfg.long_audio, "dtype": cfg.dtype, "max_bad": cfg.max_bad_fraction})
   done_path = os.path.join(workdir, "cells", ckpt["name"], dataset["name"] + ".json")

@@ -17,7 +17,9 @@ decode. An ml_collections ConfigDict (`configs/eval/*.py`), checked before any m
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import pathlib
 from typing import Any
 
 import ml_collections
@@ -29,6 +31,23 @@ from qwen_audio_jax.prompts import TASKS
 
 class SweepConfigError(ValueError):
   """A sweep config that cannot run (one line naming the field and the cause)."""
+
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def load(spec: str) -> ml_collections.ConfigDict:
+  """`FILE.py[:arg]` → the file's `get_config(arg)`, as `--config=` does; FILE relative to the working
+  directory, else to the repository (so `configs/eval/NAME.py` works from anywhere in a checkout)."""
+  path, _, arg = str(spec).partition(":")
+  if not os.path.isfile(path) and not os.path.isabs(path) and (REPO / path).is_file():
+    path = str(REPO / path)
+  if not os.path.isfile(path):
+    raise SweepConfigError(f"sweep config file {path!r} not found")
+  module_spec = importlib.util.spec_from_file_location("sweep_config_file", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -119,6 +119,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.batches = 4
   c.eval.batch_size = 8
   c.eval.split = "validation"  # held-out split of the built-in synthetic set (other data: data.eval_*)
+  c.eval.sweep = ""  # also decode + score this sweep config (configs/eval/*.py[:arg]) at every evaluation
+  c.eval.sweep_limit = 0  # samples per sweep dataset (0: the sweep's own limit)
+  c.eval.text_samples = 3  # generated answers per dataset shown in TensorBoard (text; the clips as audio)
+  c.eval.best_metric = "eval_loss"  # best/ keeps: eval_loss | generate/<dataset>/<metric> | generate/mean_score
+  c.eval.best_mode = "min"  # min | max
 
   c.watchdog = ml_collections.ConfigDict()  # per-host hang watchdog (train/watchdog.py)
   c.watchdog.enabled = True

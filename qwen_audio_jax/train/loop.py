@@ -24,6 +24,7 @@ from etils import epath
 
 from qwen_audio_jax import checkpoint_io, files
 from qwen_audio_jax.audio import lengths as audio_lengths
+from qwen_audio_jax.eval.sweep_config import SweepConfigError
 from qwen_audio_jax.model import config as model_config
 from qwen_audio_jax.model.splice import check_audio_placeholders
 from qwen_audio_jax.sharding import mesh as mesh_lib, partition
@@ -42,7 +43,8 @@ class ConfigMismatchError(ValueError):
   """The data or mesh config does not fit the model (tokenizer ids, vocabulary, mel bins, vocab rows)."""
 
 
-USER_ERRORS = preflight.USER_ERRORS + (ConfigMismatchError, MelCropError)  # one line, exit 2 (the CLI)
+# one line, exit 2 (the CLI); SweepConfigError: eval.sweep / eval.best_metric (eval/during_training.py)
+USER_ERRORS = preflight.USER_ERRORS + (ConfigMismatchError, MelCropError, SweepConfigError)
 
 
 def check_data_matches_model(data_cfg, mcfg) -> None:
@@ -222,6 +224,7 @@ class Prepared:
   resuming: bool
   record: dict  # config.json
   meta: dict  # stored with every checkpoint
+  gen_eval: Any = None  # eval/during_training.GenerationEval when eval.sweep is set
 
 
 def run_meta(cfg, mcfg, plan, init: dict | None) -> dict:
@@ -261,12 +264,15 @@ def prepare(cfg, workdir: str) -> Prepared:
   if cfg.train.fork_from and not resuming:
     record["forked_from"] = init.path
   data = pipeline.make_train_iterator(data_cfg, global_batch_size=int(cfg.train.batch_size),
-                                      seed=int(cfg.train.data_seed))  # reads the training manifests
+                                      seed=int(cfg.train.data_seed),
+                                      mel_frames=int(cfg.train.mel_frames))  # reads the training manifests
   held_out = eval_batches(cfg, data_cfg, found) if found else None
+  from qwen_audio_jax.eval import during_training  # pylint: disable=import-outside-toplevel
+  gen_eval = during_training.GenerationEval.from_run_config(cfg, workdir)  # sweep and best_metric checked
   if jax.process_index() == 0:
     preflight.warn_large_synthetic(entries, preflight.model_params(mcfg))
   return Prepared(cfg, workdir, mesh, mcfg, plan, schedule, data, held_out, init, resuming, record,
-                  run_meta(cfg, mcfg, plan, record["init"]))
+                  run_meta(cfg, mcfg, plan, record["init"]), gen_eval)
 
 
 def _restore_or_init(p: Prepared, ckpt, main: bool) -> dict:
@@ -317,6 +323,7 @@ def run(p: Prepared, identity: dict | None = None) -> dict[str, Any]:
     files.write_json_atomic(os.path.join(workdir, checkpoint_io.RUN_CONFIG), {**p.record, **(identity or {})})
     print(f"mesh {mesh_lib.describe(p.mesh)}; {plan_summary(plan)}", flush=True)
   ckpt = checkpointing.Checkpoints(workdir, keep=int(cfg.checkpoint.keep), best_keep=int(cfg.checkpoint.best_keep),
+                                   best_metric=str(cfg.eval.best_metric), best_mode=str(cfg.eval.best_mode),
                                    async_save=bool(cfg.checkpoint.async_save))
   stop = preemption.StopSignal()
   watchdog = watchdog_lib.from_config(cfg.get("watchdog"))
@@ -410,10 +417,12 @@ def _loop(p: Prepared, state, ckpt, stop, watchdog):
     logs.progress(step)
     if every_eval and (step % every_eval == 0 or step == total):
       with watchdog.phase("eval"):
-        loss = _evaluate(plan, eval_step, state, p.eval_batches)
-      logs.write(step, {"eval_loss": loss}, f"eval step {step}: eval_loss {loss:.4f}")
+        values = {"eval_loss": _evaluate(plan, eval_step, state, p.eval_batches)}
+        if p.gen_eval is not None:  # generation + metric recipes (eval.sweep); may choose best/
+          values.update(p.gen_eval.run(step, mcfg, p.gen_eval.params_of(plan, state), mesh, logs.writer))
+      logs.write(step, values, f"eval step {step}: " + " | ".join(f"{k} {v:.4g}" for k, v in values.items()))
       with watchdog.phase("checkpoint"):
-        ckpt.save_best(step, state, {"eval_loss": loss}, p.meta)
+        ckpt.save_best(step, state, values, p.meta)
       t_mark = time.time()
     limit = int(cfg.train.stop_after_steps)
     stop.check_abort()
@@ -435,7 +444,8 @@ def eval_batches(cfg, data_cfg, entries: list[dict]) -> list[dict]:
   """The fixed held-out batches (eval.batches x eval.batch_size examples of `entries`, seed 0)."""
   from qwen_audio_jax.data import config as data_config, pipeline  # pylint: disable=import-outside-toplevel
   eval_data = data_config.as_config(eval_data_config(data_cfg, entries))
-  it = pipeline.make_train_iterator(eval_data, global_batch_size=int(cfg.eval.batch_size), seed=0)
+  it = pipeline.make_train_iterator(eval_data, global_batch_size=int(cfg.eval.batch_size), seed=0,
+                                    mel_frames=int(cfg.train.mel_frames))
   try:
     host = [next(it) for _ in range(int(cfg.eval.batches))]
     tokens = sum(int(np.sum(b["loss_mask"])) for b in host)
