@@ -15,6 +15,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from qwen_audio_jax.model import rope
 from qwen_audio_jax.model.attention import DecoderAttention
@@ -35,7 +36,9 @@ class DecoderMlp(nn.Module):
     dcfg = self.cfg.decoder
     gate = Linear(dcfg.mlp_dim, ("embed", "mlp"), self.cfg, use_bias=False, name="gate")(x)
     up = Linear(dcfg.mlp_dim, ("embed", "mlp"), self.cfg, use_bias=False, name="up")(x)
-    return Linear(dcfg.d_model, ("mlp", "embed"), self.cfg, use_bias=False, name="down")(up * jax.nn.silu(gate))
+    gate, up = checkpoint_name(gate, "mlpwi_0"), checkpoint_name(up, "mlpwi_1")
+    down = Linear(dcfg.d_model, ("mlp", "embed"), self.cfg, use_bias=False, name="down")(up * jax.nn.silu(gate))
+    return checkpoint_name(down, "mlpwo")
 
 
 class DecoderLayer(nn.Module):
@@ -114,11 +117,7 @@ class Decoder(nn.Module):
     else:
       q_scale = jnp.ones((b, s), jnp.float32)
 
-    key_slots = jnp.arange(kv_mask.shape[1])
-    query_slots = index + jnp.arange(s)
-    attend = (key_slots[None, None, :] <= query_slots[None, :, None]) & (kv_mask[:, None, :] > 0)
-
-    x, new_kv = self.layers(x, cos, sin, q_scale, attend, index, kv)
+    x, new_kv = self.layers(x, cos, sin, q_scale, kv_mask > 0, index, kv)  # causal over the real keys
     h = self.final_norm(x)
     if output == "hidden":
       out = h
