@@ -19,4 +19,4 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
-	$(PY) -m bench.run_all
+	$(PY) -m bench.run

@@ -13,13 +13,15 @@ faster) and achieved GFLOP/s from the analytic count (`encoder_flops`).
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 import torch
 import transformers
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from bench import common
+from bench import common, rows
 from conversion import engine
 from conversion.maps import NameMap
 from conversion.maps.whisper import encoder_rules
@@ -74,8 +76,10 @@ def params_from_reference(enc, cfg) -> dict:
   return checkpoint_io.unflatten(arrays)
 
 
-def bench_preset(name: str, batch: int, repeats: int) -> dict:
+def bench_preset(name: str, batch: int, repeats: int, n_ctx: int | None = None) -> dict:
   cfg = get_config(name)
+  if n_ctx:  # a shorter window (quick runs); both sides get the same positions table length
+    cfg = cfg.replace(encoder=dataclasses.replace(cfg.encoder, n_ctx=n_ctx))
   e = cfg.encoder
   mel = np.random.default_rng(0).uniform(-1.0, 1.5, (batch, e.n_mels, e.n_frames)).astype(np.float32)
 
@@ -117,6 +121,26 @@ def run(quick: bool) -> dict:
           "flops_formula": ("2*F*3*n_mels*d + 2*T*3*d*d + L*(8*T*d*d + 4*T*d*mlp + 4*T*T*d) per clip, "
                             "F=3000 mel frames, T=1500"),
           "results": [bench_preset(p, batch, repeats) for p in presets], "machine": common.machine()}
+
+
+def row(quick: bool) -> dict:
+  """P2: whisper-base (--quick: whisper-tiny, 5 s window), batch 4 (1), fp32, vs WhisperEncoder SDPA/eager."""
+  preset, batch, n_ctx = ("whisper-tiny", 1, 250) if quick else ("whisper-base", 4, None)
+  r = bench_preset(preset, batch, 5, n_ctx)
+  from qwen_audio_jax.model import attention  # pylint: disable=import-outside-toplevel
+  impl = attention.choose(get_config(preset).attention, jax.default_backend(), np.float32,
+                          n_ctx or get_config(preset).encoder.n_ctx, get_config(preset).attention_chunk, False)[0]
+  return {"ours": f"{r['ours_s']:.3f} s/batch ({r['ours_gflops']:.0f} GFLOP/s, attention {impl!r})",
+          "reference": f"WhisperEncoder SDPA {r['ref_sdpa_s']:.3f} s ({r['ref_sdpa_gflops']:.0f} GFLOP/s), "
+                       f"eager {r['ref_eager_s']:.3f} s",
+          "value": r["ratio_sdpa_over_ours"], "met": r["ratio_sdpa_over_ours"] >= 1.3, "details": r,
+          "notes": [f"{preset}, batch {batch} × {2 * (n_ctx or 1500)} mel frames, fp32; vs eager attention "
+                    f"{r['ratio_eager_over_ours']:.2f}x; max |Δ| of the outputs "
+                    f"{max(r['max_abs_diff_vs_eager'], r['max_abs_diff_vs_sdpa']):.1e}."]}
+
+
+rows.register(rows.Row("P2", "Whisper encoder forward (CPU, fp32) vs transformers WhisperEncoder", ">= 1.3x vs SDPA",
+                       row))
 
 
 def print_result(result: dict) -> None:

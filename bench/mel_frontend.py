@@ -20,7 +20,7 @@ import numpy as np
 import transformers
 from transformers.models.whisper import feature_extraction_whisper
 
-from bench import common
+from bench import common, rows
 from qwen_audio_jax.assets import JFK_FLAC
 from qwen_audio_jax.audio import N_SAMPLES, load_audio, log_mel_spectrogram
 
@@ -52,9 +52,9 @@ def numpy_path_call(fn):
   return call
 
 
-def run(quick: bool) -> dict:
-  batch = 4 if quick else 8
-  repeats = 10 if quick else 30  # calls are short and this machine is noisy: many rounds
+def run(quick: bool, batch: int | None = None, single: bool = True, repeats: int | None = None) -> dict:
+  batch = batch or (4 if quick else 8)
+  repeats = repeats or (10 if quick else 30)  # calls are short and this machine is noisy: many rounds
   clips = make_clips(batch)
   extractor = transformers.WhisperFeatureExtractor(feature_size=80)
 
@@ -66,7 +66,7 @@ def run(quick: bool) -> dict:
     return lambda: extractor(items, sampling_rate=16000, return_tensors="np")["input_features"]
 
   cases = {}
-  for case, x in ((f"batch of {batch}", clips), ("1 clip", clips[0])):
+  for case, x in ((f"batch of {batch}", clips), ("1 clip", clips[0]))[:2 if single else 1]:
     n = batch if x.ndim == 2 else 1
     reps = repeats if n > 1 else 2 * repeats
     fns = {"ours": ours(x), "torch": ref(x), "numpy": numpy_path_call(ref(x))}
@@ -92,6 +92,22 @@ def run(quick: bool) -> dict:
           "jax_backend": jax.default_backend(),
           "timing": "interleaved rounds after 3 warm-up calls each; median (and min) per call",
           "cases": cases, "machine": common.machine()}
+
+
+def row(quick: bool) -> dict:
+  """P1: 32 clips of 30 s (--quick: 4) against the extractor's default (torch) path."""
+  batch = 4 if quick else 32
+  result = run(quick, batch=batch, single=False, repeats=5 if quick else 7)
+  c = result["cases"][f"batch of {batch}"]
+  return {"ours": f"{1e3 * c['ours_s_per_clip']:.1f} ms/clip (jitted batch of {batch})",
+          "reference": f"WhisperFeatureExtractor, torch path {1e3 * c['ref_torch_s_per_clip']:.1f} ms/clip "
+                       f"(numpy path {1e3 * c['ref_numpy_s_per_clip']:.1f})",
+          "value": c["ratio_torch_over_ours"], "met": c["ratio_torch_over_ours"] >= 5.0, "details": result,
+          "notes": [f"{batch} × 30 s clips; ratio of medians over {c['repeats']} interleaved rounds; vs the numpy "
+                    f"path {c['ratio_numpy_over_ours']:.2f}x; max |Δ| of the features {c['max_abs_diff_vs_torch']:.1e}."]}
+
+
+rows.register(rows.Row("P1", "log-mel, 32 × 30 s clips vs WhisperFeatureExtractor", ">= 5x", row))
 
 
 def print_result(result: dict) -> None:

@@ -218,7 +218,9 @@ def load_model_checkpoint(directory: str, *, shardings: Any = None, dtype: Any =
   """Returns (config, params, metadata); params as jax arrays (sharded if `shardings` is given).
 
   shardings: a pytree like params of `jax.sharding.Sharding` (e.g. from the logical rules); default:
-    every array on the first local device. dtype: cast every parameter on restore (default: stored).
+    every array on the first local device. dtype: cast on restore, either one dtype for every parameter
+    or a params-shaped tree of dtypes / arrays (e.g. `model.abstract_params(cfg)` of a config with
+    per-tower param dtypes; paths it lacks keep their stored dtype); default: the stored dtypes.
   Raises CheckpointError (one line) if the stored tree does not match the config.
   """
   directory = os.path.abspath(directory)
@@ -229,9 +231,13 @@ def load_model_checkpoint(directory: str, *, shardings: Any = None, dtype: Any =
   check_shapes({p: s for p, (s, _) in stored.items()}, cfg, directory)
   default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   flat_shardings = flatten(shardings) if shardings is not None else {}
+  if isinstance(dtype, Mapping):
+    per_path = {p: jnp.dtype(getattr(d, "dtype", d)) for p, d in flatten(dtype).items()}
+    dtype_of = lambda p, stored_dtype: per_path.get(p, jnp.dtype(stored_dtype))  # noqa: E731
+  else:
+    dtype_of = lambda p, stored_dtype: jnp.dtype(dtype if dtype is not None else stored_dtype)  # noqa: E731
   target = unflatten({
-      p: jax.ShapeDtypeStruct(shape, jnp.dtype(dtype if dtype is not None else stored_dtype),
-                              sharding=flat_shardings.get(p, default))
+      p: jax.ShapeDtypeStruct(shape, dtype_of(p, stored_dtype), sharding=flat_shardings.get(p, default))
       for p, (shape, stored_dtype) in stored.items()})
   with ocp.StandardCheckpointer() as ckptr:
     params = ckptr.restore(os.path.join(directory, PARAMS_DIR), target)
