@@ -4,7 +4,11 @@ jax.nn's "xla" implementation on CPU), Pallas splash attention (interpret mode o
 and fully padded rows, left padding, causal, KV-cache prefill/decode offsets, grouped KV heads; the choice
 and fallback logging; memory of the chunked path."""
 
+import json
 import logging
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +21,7 @@ from qwen_audio_jax.model.attention_chunked import chunked_attention
 from qwen_audio_jax.model.attention_fused import jax_nn_attention, splash_attention
 
 B, H, DH = 3, 4, 16
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def qkv(sq, sk, kvh, seed=0, dtype=jnp.float32):
@@ -59,8 +64,8 @@ def rows_with_keys(q, mask, k):
       dense, (q.shape[0], q.shape[1], k.shape[1])).any(-1))
 
 
-@pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("block", [8, 16])
+@pytest.mark.parametrize("case, block", [(c, 8) for c in CASES] + [("causal left padding, GQA", 16),
+                                                                    ("decode one query at 23", 16)])
 def test_chunked_matches_reference_fp32(case, block):
   sq, sk, kvh, mask, _ = CASES[case]
   q, k, v = qkv(sq, sk, kvh)
@@ -201,3 +206,33 @@ def test_splash_interpret_gradients_on_real_rows():
   errs = [float(jnp.max(jnp.abs(a - b)) / (1.0 + jnp.max(jnp.abs(b)))) for a, b in zip(got, ref)]
   print(f"splash: relative max|d| of dq, dk, dv = {errs}")
   assert max(errs) <= 2e-6
+
+
+def _splash_mesh_worker():
+  import jax  # pylint: disable=import-outside-toplevel,reimported
+  jax.config.update("jax_default_matmul_precision", "highest")
+  from qwen_audio_jax.sharding import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
+  sq, sk, kvh, mask, _ = CASES["causal left padding, GQA"]
+  q, k, v = qkv(sq, sk, kvh, seed=9)
+  q, k, v = (jnp.concatenate([x] * 2)[:4] for x in (q, k, v))  # batch 4: divides data x fsdp = 4
+  mask = attn.KeyMask(valid=jnp.concatenate([mask.valid] * 2)[:4], causal=True)
+  want = reference(q, k, v, mask, 0.25)
+  mesh = mesh_lib.make_mesh((2, 2, 2))
+  with jax.set_mesh(mesh):
+    got = jax.jit(lambda q, k, v: splash_attention(q, k, v, mask, 0.25, interpret=True))(q, k, v)
+    text = jax.jit(lambda q, k, v: splash_attention(q, k, v, mask, 0.25, interpret=True)).lower(q, k, v).as_text()
+  real = np.asarray(mask.valid)[:, :, None, None]
+  err = float(np.max(np.abs(np.asarray(got) - np.asarray(want)) * real))
+  print(json.dumps({"err": err, "shard_map": "shard_map" in text or "sdy.manual_computation" in text}))
+
+
+def test_splash_runs_per_shard_under_a_mesh():
+  """8 simulated CPU devices, mesh data=2 x fsdp=2 x tensor=2: the kernel runs under shard_map (batch and
+  heads split) and gives the reference on real rows."""
+  code = "import sys; sys.path.insert(0, 'tests'); import test_attention as t; t._splash_mesh_worker()"
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  print(out)
+  assert out["shard_map"] and out["err"] <= 3e-6

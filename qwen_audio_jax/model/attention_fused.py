@@ -16,9 +16,10 @@ Rows with no visible key are padding; their (unused) outputs differ between kern
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import PartitionSpec as P
 
 
@@ -106,23 +107,23 @@ def splash_attention(q, k, v, mask, scale: float, interpret: bool = False) -> ja
 
 
 def _per_shard(fn, batch: int, heads: int, kv_heads: int):
-  """`fn` under shard_map over the context mesh (batch over data/fsdp, heads over tensor where they
-  divide); `fn` itself without a mesh of more than one device."""
+  """`fn(q, k, v, segments)` under shard_map over the context mesh (batch over data/fsdp, heads over
+  tensor where they divide); `fn` itself without a mesh of more than one device."""
   mesh = jax.sharding.get_abstract_mesh()
-  if mesh is None or mesh.empty or int(np.prod(list(mesh.shape.values()))) == 1:
+  if mesh.empty or mesh.size == 1:
     return fn
   batch_axes = tuple(a for a in ("data", "fsdp") if a in mesh.shape)
-  if batch % int(np.prod([mesh.shape[a] for a in batch_axes])):
+  if batch % math.prod(mesh.shape[a] for a in batch_axes):
     batch_axes = ()
   tensor = mesh.shape.get("tensor", 1)
   head_axis = "tensor" if tensor > 1 and heads % tensor == 0 and kv_heads % tensor == 0 else None
-  qkv = P(batch_axes or None, head_axis, None, None)
-  seg = P(batch_axes or None, None)
+  qkv, seg = P(batch_axes or None, head_axis, None, None), P(batch_axes or None, None)
 
   def sharded(qt, kt, vt, segments):
-    specs = (qkv, qkv, qkv) + ((seg,) if segments is not None else ())
-    body = (lambda a, b_, c, d: fn(a, b_, c, d)) if segments is not None else (lambda a, b_, c: fn(a, b_, c, None))
-    args = (qt, kt, vt) + ((segments,) if segments is not None else ())
-    return jax.shard_map(body, mesh=mesh, in_specs=specs, out_specs=qkv, check_vma=False)(*args)
+    if segments is None:
+      return jax.shard_map(lambda a, b, c: fn(a, b, c, None), mesh=mesh, in_specs=(qkv, qkv, qkv), out_specs=qkv,
+                           check_vma=False)(qt, kt, vt)
+    return jax.shard_map(fn, mesh=mesh, in_specs=(qkv, qkv, qkv, seg), out_specs=qkv,
+                         check_vma=False)(qt, kt, vt, segments)
 
   return sharded
