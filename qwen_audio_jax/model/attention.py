@@ -78,9 +78,15 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
   scores = scores * scale
   if mask is not None:
     scores = jnp.where(mask[:, None, None, :, :], scores, MASKED)
-  probs = jax.nn.softmax(scores, axis=-1)
-  out = jnp.einsum("bkgqs,bskd->bqkgd", probs.astype(v.dtype), v, precision=precision)
-  return out.reshape(b, sq, h, dh)
+  # Softmax with the normalisation after the value product (in float32), as flash attention does: with
+  # normalised probabilities XLA may move the division across the product depending on the shapes,
+  # which made bf16 outputs depend on the batch size.
+  weights = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
+  total = jnp.sum(weights, axis=-1)  # [b, kvh, g, q]
+  out = jnp.einsum("bkgqs,bskd->bqkgd", weights.astype(v.dtype), v, precision=precision,
+                   preferred_element_type=jnp.float32)
+  out = out / jnp.transpose(total, (0, 3, 1, 2))[..., None]
+  return out.astype(v.dtype).reshape(b, sq, h, dh)
 
 
 def _log_once(level: int, *message: str) -> None:

@@ -20,11 +20,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.ad_checkpoint import checkpoint_name
 
 from qwen_audio_jax.model.attention import EncoderAttention
 from qwen_audio_jax.model.config import ModelConfig
-from qwen_audio_jax.model.layers import (LayerNorm, Linear, compute_dtype, constrain, matmul_precision,
+from qwen_audio_jax.model.layers import (GeluMlp, LayerNorm, compute_dtype, constrain, matmul_precision,
                                          param_dtype, partitioned, remat, scan_layers)
 
 
@@ -41,17 +40,6 @@ def _sinusoid_init(key, shape, dtype=jnp.float32):
   return jnp.asarray(sinusoids(*shape), dtype)
 
 
-class EncoderMlp(nn.Module):
-  cfg: ModelConfig
-
-  @nn.compact
-  def __call__(self, x):
-    ecfg = self.cfg.encoder
-    h = checkpoint_name(Linear(ecfg.mlp_dim, ("embed", "mlp"), self.cfg, name="fc1")(x), "mlpwi")
-    h = jax.nn.gelu(h, approximate=False)
-    return checkpoint_name(Linear(ecfg.d_model, ("mlp", "embed"), self.cfg, name="fc2")(h), "mlpwo")
-
-
 class EncoderLayer(nn.Module):
   """x + Attn(LN(x)); x + MLP(LN(x)). Returns (x, None) for nn.scan."""
 
@@ -62,7 +50,7 @@ class EncoderLayer(nn.Module):
     eps = self.cfg.encoder.ln_eps
     x = constrain(x)
     x = x + EncoderAttention(self.cfg, name="attn")(LayerNorm(self.cfg, eps, name="attn_ln")(x), lengths)
-    x = x + EncoderMlp(self.cfg, name="mlp")(LayerNorm(self.cfg, eps, name="mlp_ln")(x))
+    x = x + GeluMlp(self.cfg, self.cfg.encoder.mlp_dim, name="mlp")(LayerNorm(self.cfg, eps, name="mlp_ln")(x))
     return constrain(x), None
 
 

@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from qwen_audio_jax.model.config import ModelConfig
 
@@ -73,6 +74,19 @@ class Linear(nn.Module):
                         param_dtype(self.cfg))
       y = y + bias.astype(y.dtype)
     return y
+
+
+class GeluMlp(nn.Module):
+  """Whisper's MLP: fc2(GELU(fc1(x))), exact (erf) GELU, both with bias; output width = input width."""
+
+  cfg: ModelConfig
+  mlp_dim: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h = checkpoint_name(Linear(self.mlp_dim, ("embed", "mlp"), self.cfg, name="fc1")(x), "mlpwi")
+    h = jax.nn.gelu(h, approximate=False)
+    return checkpoint_name(Linear(x.shape[-1], ("mlp", "embed"), self.cfg, name="fc2")(h), "mlpwo")
 
 
 class LayerNorm(nn.Module):
