@@ -216,7 +216,8 @@ def row(quick: bool) -> dict:
           "reference": f"0.5 × {size_b / GB:.2f} GB checkpoint ({r['files']} file(s)) + 1 GB = {limit / GB:.2f} GB",
           "value": limit / peak_b, "met": peak_b <= limit, "details": r,
           "notes": [f"{r['checkpoint']}: peak RSS (VmHWM, whole process) {peak_b / GB:.2f} GB = "
-                    f"{peak_b / size_b:.2f}x the checkpoint; minus an idle python's {r['baseline_peak_rss_mb']:.0f} MB: "
+                    f"{peak_b / size_b:.2f}x the checkpoint; minus an idle python's "
+                    f"{r['baseline_peak_rss_mb']:.0f} MB: "
                     f"{r['ratio_to_checkpoint']:.2f}x; anonymous memory {anon / size_b:.2f}x (the rest is mmap'd "
                     "input and staging pages the kernel can drop, but which count in RSS). Ratio = limit / peak."]}
 

@@ -1,6 +1,6 @@
 """Runs the benchmark rows (bench/rows.py) and writes bench/RESULTS.md.
 
-  python -m bench.run [--quick] [--json OUT] [--rows P1,P2] [--results FILE]
+  python -m bench.run [--quick] [--json OUT] [--rows P1,P2] [--results FILE] [--wait_for_load 1.5]
 
 Every row is a same-run ratio against what a user would otherwise pick (or MFU against a measured or
 tabled peak): contenders called in turn, warm-up excluded, median of >= 5 rounds (--quick: fewer,
@@ -8,7 +8,8 @@ smaller inputs, about 2 minutes, for a smoke test). torch gets the same number o
 CPU client (all cores this process may use). Rows that need another backend are listed as skipped:
 on a machine with a GPU the same command runs the GPU rows (7B widths, device timing) instead of the
 CPU-only comparisons. A full run writes RESULTS.md (--results) with the machine description and the
-load it ran under; --quick writes it only when --results is given.
+load it ran under (each row records the load before and after it; --wait_for_load X starts a row only
+below load X, waiting at most --max_wait_s); --quick writes it only when --results is given.
 """
 
 from __future__ import annotations
@@ -72,9 +73,21 @@ def machine(backend: str, devices: list[str]) -> dict:
           "busy_at_start": busy_processes()}
 
 
-def run_rows(rows, quick: bool) -> list[dict]:
+def wait_for_load(limit: float | None, max_wait_s: float) -> None:
+  """Waits (at most max_wait_s) until the 1-minute load average is below `limit` (None: no wait)."""
+  if limit is None:
+    return
+  start = time.monotonic()
+  if os.getloadavg()[0] >= limit:
+    print(f"(1-minute load {os.getloadavg()[0]:.2f} >= {limit}; waiting up to {max_wait_s:.0f} s)", flush=True)
+  while os.getloadavg()[0] >= limit and time.monotonic() - start < max_wait_s:
+    time.sleep(5)
+
+
+def run_rows(rows, quick: bool, load_limit: float | None = None, max_wait_s: float = 0.0) -> list[dict]:
   results = []
   for row in rows:
+    wait_for_load(load_limit, max_wait_s)
     print(f"\n=== {row.id}: {row.title}", flush=True)
     start, load = time.perf_counter(), os.getloadavg()[0]
     try:
@@ -144,6 +157,9 @@ def main(argv=None) -> dict:
   p.add_argument("--results", default=None,
                  help=f"markdown summary to write (default: {os.path.relpath(DEFAULT_RESULTS, REPO)} for a full run, "
                       "none with --quick)")
+  p.add_argument("--wait_for_load", type=float, default=None,
+                 help="start each row only when the 1-minute load average is below this (shared machines)")
+  p.add_argument("--max_wait_s", type=float, default=600.0, help="longest wait for the load to drop, per row")
   args = p.parse_args(argv)
   from bench import rows as rows_lib  # pylint: disable=import-outside-toplevel
   only = tuple(r.strip() for r in args.rows.split(",") if r.strip())
@@ -161,7 +177,7 @@ def main(argv=None) -> dict:
             "machine": machine(_backend(), [d.device_kind for d in jax.devices()]), "skipped": skipped}
   for rid, why in skipped.items():
     print(f"=== {rid}: skipped ({why})")
-  report["rows"] = run_rows(selected, args.quick)
+  report["rows"] = run_rows(selected, args.quick, args.wait_for_load, args.max_wait_s)
   report["wall_s"] = time.perf_counter() - start
   report["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
   print("\nsummary")
