@@ -3,8 +3,8 @@ Whisper encoder attention and the Qwen decoder attention.
 
 `ModelConfig.attention` selects the implementation:
 * "xla": the reference below; materialises the fp32 [Sq, Sk] scores (fine for short sequences/decode).
-* "chunked": blockwise online softmax (`attention_chunked.py`), key blocks of `cfg.attention_chunk`;
-  never holds the [Sq, Sk] scores, custom backward. The fastest on CPU (bench/RESULTS.md).
+* "chunked": blockwise online softmax (`attention_chunked.py`), query and key blocks of about
+  `cfg.attention_chunk`; never holds the [Sq, Sk] scores, custom backward. The fastest on CPU.
 * "cudnn": cuDNN flash attention via `jax.nn.dot_product_attention` (GPU, bf16/fp16 only).
 * "splash": Pallas splash attention (TPU; self-attention without a KV cache).
 * "auto": cudnn on GPU (bf16/fp16), splash on TPU, chunked on CPU when Sk exceeds one block, else xla.

@@ -1,8 +1,8 @@
-"""Blockwise (flash-style) attention in plain JAX: keys in blocks, online softmax, custom backward.
+"""Blockwise (flash-style) attention in plain JAX: query and key blocks, online softmax, custom backward.
 
-Never holds more than a [Sq, block] slab of scores per (batch, head): the forward scans key blocks
-keeping a running max `m`, normaliser `l` and fp32 accumulator; the backward (custom VJP) recomputes
-each block's probabilities from the saved `m` and `l` (no [Sq, Sk] residual is stored).
+Never holds more than a [block, block] slab of scores per (batch, head): for each query block the
+forward scans key blocks keeping a running max `m`, normaliser `l` and fp32 accumulator; the backward
+(custom VJP) recomputes each block's probabilities from the saved `m` and `l` (no [Sq, Sk] residual).
 
 Masking matches the reference (`attention.dot_product_attention`): a masked score becomes the finite
 float32 minimum, so a row with no visible key averages all Sk values (uniform softmax) and its
