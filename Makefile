@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test bench
+.PHONY: run test bench scaling
 
 $(STAMP): setup.py constraints.txt
 	python3 -m venv $(VENV)
@@ -20,3 +20,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.run
+
+# README "Scaling" table: one `python -m qwen_audio_jax.plan` per row (true TPU compiles need `pip install -e .[tpu]`)
+scaling: $(STAMP)
+	$(PY) -m bench.scaling

@@ -1,8 +1,13 @@
-"""Qwen2-Audio-7B supervised fine-tuning: audio encoder frozen; LLM and projector trained.
-Records need a `prompt` (natural-language / ChatML prompts, data family "qwen2-audio").
+"""Qwen2-Audio-7B-Instruct supervised fine-tuning: audio encoder frozen; LLM and projector trained.
+Conversations (chat SFT jsonl: ms-swift / LLaMA-Factory `messages`, or Qwen-Audio sft_sample ChatML lines;
+qwen_audio_jax/data/conversations.py) are rendered with the Qwen2-Audio chat template, loss on the assistant
+turns; task manifests use Qwen2-Audio's natural-language prompts (prompts/qwen2_tasks.py; a record's own
+`prompt` wins). Each manifest's kind is detected from its fields. There is no default data set:
 
-  python -m qwen_audio_jax.train --config=configs/qwen2_audio_7b_sft.py \
-      --workdir=gs://BUCKET/runs/q2a_sft --config.train.init_params_dir=gs://BUCKET/init/qwen2_audio
+  python -m qwen_audio_jax.train --config=configs/qwen2_audio_7b_sft.py --workdir=runs/q2a_sft \
+      --config.train.init_params_dir=ckpt/qwen2-audio \
+      --config.data.train_manifest=conversations.jsonl,text_instructions.jsonl --config.data.train_weights=0.9,0.1 \
+      --config.data.eval_manifest=dev_conversations.jsonl
 """
 
 from qwen_audio_jax.train import defaults
@@ -19,7 +24,8 @@ def get_config(arg=None):
   # ~32 GB at 8 examples per device: fits 80+ GB devices (v5p, H100/H200); on 16-32 GB chips (v5e, v6e)
   # override with remat_policy="save_dot_except_mlp" or "full".
   c.model = defaults.model_block("qwen2-audio-7b", dtype="bfloat16", param_dtype="float32",
-                                 encoder_param_dtype="bfloat16", remat_policy="minimal")
+                                 encoder_param_dtype="bfloat16", remat_policy="minimal",
+                                 decoder=dict(vocab_pad_to=defaults.VOCAB_PAD_TO))
   c.data.family = "qwen2-audio"
   c.data.n_mels = 128
   c.train.freeze = (r"audio_encoder/.*",)
@@ -30,8 +36,12 @@ def get_config(arg=None):
   c.mesh.ici = (1, -1, 1)
   c.mesh.dcn = (-1, 1, 1)
   c.data.seq_buckets = (1024, 2048)
+  c.data.max_audios = 2  # audio slots per example (every slot costs an encoder pass, used or not)
   c.data.num_workers = 8
   c.checkpoint.every_steps = 500
   c.eval.every_steps = 500
   c.lora.export_naming = "qwen2-audio"
+  # No default data: data.train_manifest / data.corpus from the command line (see above). Conversations
+  # (chat format, loss on the assistant turns + their <|im_end|>) and text-only instruction data mix by weight.
+  c.data.sources = []
   return c

@@ -1,11 +1,15 @@
 """Qwen-Audio stage 1 (multi-task pretraining): LLM frozen; audio encoder, projector and audio
-bos/eos trained (spec §6). Start from converted Whisper-large-v2 + Qwen-7B params:
+bos/eos trained (spec §6). Starts from converted Whisper-large-v2 + Qwen-7B params (`convert.py
+--source=compose`); data from the command line (there is no default data set):
 
-  python -m qwen_audio_jax.train --config=configs/qwen_audio_7b_pretrain.py \
-      --workdir=gs://BUCKET/runs/stage1 --config.train.init_params_dir=gs://BUCKET/init/qwen_audio_init
+  python -m qwen_audio_jax.train --config=configs/qwen_audio_7b_pretrain.py --workdir=runs/stage1 \
+      --config.train.init_params_dir=ckpt/qwen_audio_init \
+      --config.data.corpus=librispeech:/data/LibriSpeech:train-clean-100+train-clean-360 \
+      --config.data.train_manifest=more_tasks.jsonl --config.data.train_weights=0.5,0.5 \
+      --config.data.eval_corpus=librispeech:/data/LibriSpeech:dev-clean
 
 Learning rates, batch sizes and step counts of the paper are not public (spec §6): values below are
-starting points. Data: replace the synthetic source with the corpora (see qwen_audio_jax/data).
+starting points. `--print_config` lists every field.
 """
 
 from qwen_audio_jax.train import defaults
@@ -23,7 +27,8 @@ def get_config(arg=None):
   # ~32 GB at 8 examples per device: fits 80+ GB devices (v5p, H100/H200); on 16-32 GB chips (v5e, v6e)
   # override with remat_policy="save_dot_except_mlp" or "full".
   c.model = defaults.model_block("qwen-audio-7b", dtype="bfloat16", param_dtype="float32",
-                                 decoder_param_dtype="bfloat16", remat_policy="minimal")
+                                 decoder_param_dtype="bfloat16", remat_policy="minimal",
+                                 decoder=dict(vocab_pad_to=defaults.VOCAB_PAD_TO))
   c.train.freeze = (r"decoder/.*",)
   c.train.total_steps = 100_000
   c.train.batch_size = 512
@@ -38,4 +43,5 @@ def get_config(arg=None):
   c.checkpoint.every_steps = 1000
   c.eval.every_steps = 2000
   c.log.every_steps = 10
+  c.data.sources = []  # no default data: set data.train_manifest / data.corpus (see above)
   return c

@@ -21,11 +21,11 @@ import shutil
 import numpy as np
 
 from conversion import engine, record
-from conversion.convert import open_source, staging_dir
+from conversion.convert import open_source, pad_vocab, staging_dir
 from conversion.errors import ConversionError
-from conversion.maps import MAPS
+from conversion.maps import MAPS, whisper
 from qwen_audio_jax import checkpoint_io
-from qwen_audio_jax.model.config import DecoderConfig, ModelConfig
+from qwen_audio_jax.model.config import DecoderConfig, ModelConfig, unpadded
 
 INIT_STD = 0.02
 NOISE_REL = 0.01
@@ -58,15 +58,17 @@ def _grow_rows(table: np.ndarray, n_old: int, rng: np.random.Generator, chunk: i
 
 
 def compose(whisper_path: str, qwen_path: str, output: str, dtype: str = "float32", seed: int = 0,
-            vocab_size: int | None = None, overwrite: bool = False, log=print) -> str:
+            vocab_size: int | None = None, overwrite: bool = False, log=print, vocab_pad_to: int = 1) -> str:
   if os.path.exists(output) and not overwrite:
     raise ConversionError(f"--output={output} already exists (pass --overwrite to replace it)")
   wflag = "openai-whisper" if os.path.isfile(whisper_path) else "hf-whisper"
   wsrc, wcfg, wraw = open_source(wflag, whisper_path)
   qsrc, qcfg, qraw = open_source("hf-qwen", qwen_path)
-  cfg = composed_config(wcfg, qcfg, vocab_size or DecoderConfig().vocab_size, dtype)
+  cfg = pad_vocab(composed_config(wcfg, qcfg, vocab_size or DecoderConfig().vocab_size, dtype), vocab_pad_to)
   shapes = checkpoint_io.param_shapes(cfg)
-  wplan = engine.plan(wsrc, MAPS[wflag], cfg, shapes, wflag)
+  wmap = MAPS[wflag]  # the Whisper text decoder is not part of Qwen-Audio: carried here, then dropped
+  wmap = dataclasses.replace(wmap, carry=wmap.carry + whisper.TEXT_DECODER_TENSORS[wflag])
+  wplan = engine.plan(wsrc, wmap, unpadded(cfg), checkpoint_io.param_shapes(unpadded(cfg)), wflag)
   qplan = engine.plan(qsrc, MAPS["hf-qwen"], qcfg, checkpoint_io.param_shapes(qcfg), "hf-qwen")
   staging = staging_dir(output)
   try:
@@ -75,9 +77,9 @@ def compose(whisper_path: str, qwen_path: str, output: str, dtype: str = "float3
     engine.fill(wplan, arrays, filled, log)
     engine.fill(qplan, arrays, filled, log)
     rng = np.random.default_rng(seed)
-    n_old = qcfg.decoder.vocab_size
-    _grow_rows(arrays["decoder/embed/embedding"], n_old, rng)
-    _grow_rows(arrays["decoder/lm_head/kernel"].T, n_old, rng)
+    n_old, n_new = qcfg.decoder.vocab_size, cfg.decoder.vocab_size  # rows from n_new on: zero padding
+    _grow_rows(arrays["decoder/embed/embedding"][:n_new], n_old, rng)
+    _grow_rows(arrays["decoder/lm_head/kernel"].T[:n_new], n_old, rng)
     d_enc, d_llm = cfg.encoder.d_model, cfg.decoder.d_model
     arrays["audio_projector/kernel"][...] = (INIT_STD * rng.standard_normal((d_enc, d_llm))).astype(arrays[
         "audio_projector/kernel"].dtype)

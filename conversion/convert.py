@@ -2,15 +2,19 @@
 
   python conversion/convert.py --source=hf-qwen2-audio --input=PATH --output=DIR [--dtype=bfloat16]
   python conversion/convert.py --source=compose --whisper=large-v2.pt --qwen=Qwen-7B/ --output=DIR
+  python conversion/convert.py --source=openai-whisper --input=large-v3.pt --tokenizer=multilingual.tiktoken ...
   add --verify to run conversion/verify.py against the input afterwards.
 
 Sources: openai-whisper (.pt with dims), hf-whisper, hf-qwen (Qwen-7B naming), hf-qwen-audio, hf-qwen2-audio;
 single or sharded safetensors / pytorch_model*.bin. Any problem -> one line on stderr, exit 2, no output.
+Whisper checkpoints keep a tokenizer file in source_assets/ (an openai .pt has none: --tokenizer, or
+openai-whisper's when installed) and a decoding record in metadata.json["generation"] (whisper_assets.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -19,11 +23,12 @@ import tempfile
 if __package__ in (None, ""):  # run as a script: make `conversion` and `qwen_audio_jax` importable
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from conversion import engine, hf_configs, record  # noqa: E402
+from conversion import engine, hf_configs, record, whisper_assets  # noqa: E402
 from conversion.errors import ConversionError  # noqa: E402
 from conversion.maps import MAPS  # noqa: E402
 from conversion.readers import TensorSource  # noqa: E402
 from qwen_audio_jax import checkpoint_io  # noqa: E402
+from qwen_audio_jax.model.config import ModelConfig, unpadded  # noqa: E402
 
 
 def staging_dir(output: str) -> str:
@@ -46,15 +51,35 @@ def open_source(flag: str, path: str):
   return source, cfg, raw
 
 
+def pad_vocab(cfg: ModelConfig, vocab_pad_to: int) -> ModelConfig:
+  """`cfg` with the LLM's vocabulary rows padded to a multiple of `vocab_pad_to` (1: unchanged)."""
+  if vocab_pad_to == 1:
+    return cfg
+  if vocab_pad_to < 1:
+    raise ConversionError(f"--vocab_pad_to={vocab_pad_to} must be >= 1")
+  if cfg.decoder is None:
+    raise ConversionError(f"--vocab_pad_to={vocab_pad_to}: a {cfg.family} checkpoint has no vocabulary")
+  return cfg.replace(decoder=dataclasses.replace(cfg.decoder, vocab_pad_to=vocab_pad_to))
+
+
 def convert(flag: str, path: str, output: str, dtype: str = "float32", overwrite: bool = False,
-            log=print) -> str:
-  """Converts one source checkpoint; returns the output directory."""
+            log=print, tokenizer: str | None = None, vocab_pad_to: int = 1) -> str:
+  """Converts one source checkpoint; returns the output directory. `tokenizer`: Whisper only, a tokenizer
+  file to keep with the checkpoint (see module doc). With `vocab_pad_to` > 1 the embedding and lm_head get
+  zero rows up to a multiple of it (the config records the true vocab_size)."""
   if os.path.exists(output) and not overwrite:
     raise ConversionError(f"--output={output} already exists (pass --overwrite to replace it)")
   source, cfg, raw = open_source(flag, path)
-  cfg = cfg.replace(param_dtype=dtype)
-  shapes = checkpoint_io.param_shapes(cfg)
-  plan = engine.plan(source, MAPS[flag], cfg, shapes, flag)
+  cfg = pad_vocab(cfg.replace(param_dtype=dtype), vocab_pad_to)
+  shapes = checkpoint_io.param_shapes(cfg)  # the padded tree; the source matches the unpadded one
+  plan = engine.plan(source, MAPS[flag], unpadded(cfg), checkpoint_io.param_shapes(unpadded(cfg)), flag)
+  engine.check_tied(plan)
+  if cfg.family != "whisper" and tokenizer is not None:
+    raise ConversionError(f"--tokenizer is for Whisper sources only, not --source={flag}")
+  tok_file = generation = None
+  if cfg.text_decoder is not None:
+    tok_file = whisper_assets.tokenizer_file(flag, cfg, tokenizer)
+    generation = whisper_assets.generation_record(flag, path, cfg, tok_file)
   log(f"{flag}: {len(plan.matches)} tensors -> {len(shapes)} parameters ({cfg.family}), "
       f"{len(plan.carried)} carried through")
   staging = staging_dir(output)
@@ -69,8 +94,16 @@ def convert(flag: str, path: str, output: str, dtype: str = "float32", overwrite
     def extra(tmp):
       record.write_carried(tmp, source, plan.carried, flag)
       assets = record.copy_assets(tmp, path)
-      return {"source_assets": assets,
-              "tokenizer": {**meta["tokenizer"], "files": [a for a in assets if record.is_tokenizer_file(a)]}}
+      if tok_file is not None:
+        assets = sorted(set(assets) | {record.copy_asset(tmp, tok_file)})
+      out = {"source_assets": assets,
+             "tokenizer": {**meta["tokenizer"], "files": [a for a in assets if record.is_tokenizer_file(a)]}}
+      if generation is not None:
+        out["generation"] = generation
+        if not out["tokenizer"]["files"]:
+          log("no tokenizer kept with this checkpoint: pass --tokenizer=PATH (e.g. openai-whisper's "
+              "multilingual.tiktoken) to decode text with it")
+      return out
 
     checkpoint_io.save_model_checkpoint(output, cfg, checkpoint_io.unflatten(arrays), meta, overwrite=overwrite,
                                         write_extra=extra)
@@ -91,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--qwen", help="compose: Qwen-7B folder (its own naming)")
   p.add_argument("--seed", type=int, default=0, help="compose: seed of the new projector/bos-eos/vocab rows")
   p.add_argument("--vocab_size", type=int, default=None, help="compose: LLM vocabulary after adding audio rows")
+  p.add_argument("--tokenizer", default=None,
+                 help="Whisper: tokenizer file (.tiktoken or tokenizer.json) to keep in the checkpoint")
+  p.add_argument("--vocab_pad_to", type=int, default=1,
+                 help="pad the LLM's embedding/lm_head rows with zeros to a multiple of this (e.g. 128 x tensor)")
   p.add_argument("--verify", action="store_true", help="run conversion/verify.py against --input afterwards")
   return p
 
@@ -102,14 +139,15 @@ def main(argv=None) -> int:
       from conversion import compose  # pylint: disable=import-outside-toplevel
       if not (args.whisper and args.qwen):
         raise ConversionError("--source=compose needs --whisper=PATH and --qwen=PATH")
-      if args.verify:
-        raise ConversionError("--verify is not available for --source=compose (no single reference)")
+      if args.verify or args.tokenizer:
+        raise ConversionError("--verify and --tokenizer are not available for --source=compose")
       compose.compose(args.whisper, args.qwen, args.output, args.dtype, args.seed, args.vocab_size,
-                      overwrite=args.overwrite)
+                      overwrite=args.overwrite, vocab_pad_to=args.vocab_pad_to)
       return 0
     if not args.input:
       raise ConversionError("--input=PATH is required")
-    convert(args.source, args.input, args.output, args.dtype, args.overwrite)
+    convert(args.source, args.input, args.output, args.dtype, args.overwrite, tokenizer=args.tokenizer,
+            vocab_pad_to=args.vocab_pad_to)
   except (ConversionError, checkpoint_io.CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -122,6 +122,18 @@ def plan(source: TensorSource, name_map: NameMap, cfg: ModelConfig, shapes: dict
   return Plan(source, name_map, cfg, matches, carried, defaults)
 
 
+def check_tied(p: Plan) -> None:
+  """Refuses a source whose tied copy (e.g. transformers Whisper's proj_out.weight) differs from the tensor it
+  repeats (the model has no separate output projection). Only pairs whose original is mapped are checked."""
+  mapped = {name for name, _, _ in p.matches}
+  for name, other in p.name_map.tied:
+    if name in p.source.infos and other in mapped:
+      a, b = p.source.read(name), p.source.read(other)
+      if a.shape != b.shape or not np.array_equal(a, b, equal_nan=True):
+        raise ConversionError(f"{name} in {p.source.infos[name].file} differs from {other}: untied output "
+                              "projections are not supported (the model ties them to the token embedding)")
+
+
 def allocate(shapes: dict[str, tuple[int, ...]], dtype: np.dtype, staging_dir: str | None) -> dict[str, np.ndarray]:
   """Output arrays: memory-mapped files under `staging_dir` (large models) or plain arrays if None."""
   arrays = {}

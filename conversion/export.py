@@ -2,11 +2,16 @@
 
   python conversion/export.py --checkpoint=DIR --target=hf-qwen2-audio --output=OUT [--dtype=source]
 
+DIR: a converted checkpoint, a training run's WORKDIR (best evaluation, else latest state; choose with
+--step=best|latest|N), or WORKDIR/best/<step>, WORKDIR/checkpoints/<step> (`checkpoint_io.resolve`). A
+LoRA run is exported with its adapters merged into the base weights.
+
 Targets: hf-whisper, openai-whisper (OUT is a .pt file), hf-qwen, hf-qwen-audio, hf-qwen2-audio; the
 checkpoint's family must match. Tensors carried through at conversion (e.g. Whisper's text decoder) are
 restored (renamed between the openai and transformers Whisper namings). `--dtype=source` (default)
 writes every tensor in the dtype it had in the source (when the source had this target's naming; else
-the stored dtype), so source -> convert(fp32) -> export is bit-exact.
+the stored dtype), so source -> convert(fp32) -> export is bit-exact. Padded vocabulary rows
+(`decoder.vocab_pad_to`) are stripped: exports always have `vocab_size` rows.
 Parameters are read one stacked leaf at a time; output is sharded (--shard_gb) with an index json.
 """
 
@@ -32,6 +37,8 @@ from conversion.errors import ConversionError  # noqa: E402
 from conversion.maps import MAPS, whisper  # noqa: E402
 from conversion.readers import numpy_to_torch  # noqa: E402  (torch only for the openai .pt)
 from qwen_audio_jax import checkpoint_io  # noqa: E402
+from qwen_audio_jax.model.config import unpadded  # noqa: E402
+from qwen_audio_jax.files import follow_umask  # noqa: E402
 
 TARGETS = tuple(MAPS)
 
@@ -96,19 +103,20 @@ def _source_dtypes(meta: dict, target: str) -> dict[str, str]:
   out = {}
   for s in meta["sources"]:
     if s["format"] == target:
-      out.update({n: t["dtype"] for n, t in {**s["mapped"], **s["carried"]}.items()})
+      out.update({n: t["dtype"] for n, t in {**s.get("mapped", {}), **s.get("carried", {})}.items()})
   return out
 
 
-def tensors(checkpoint: str, target: str, dtype: str, log=print):
+def tensors(checkpoint: str, target: str, dtype: str, log=print, step=None):
   """Yields (name, numpy array) of the whole exported model, one rule (all its layers) at a time."""
-  cfg, meta = checkpoint_io.read_config(checkpoint), checkpoint_io.read_metadata(checkpoint)
+  ckpt = checkpoint_io.resolve(checkpoint, step)
+  cfg, meta = ckpt.config, ckpt.metadata
   name_map = MAPS[target]
   if name_map.family != cfg.family:
     raise ConversionError(f"--target={target} needs a {name_map.family} checkpoint; {checkpoint} is {cfg.family}")
-  stored = checkpoint_io.stored_shapes(checkpoint)
-  shapes = {p: s for p, (s, _) in stored.items()}
-  checkpoint_io.check_shapes(shapes, cfg, checkpoint)
+  shapes = {p: s for p, (s, _) in ckpt.stored().items()}
+  checkpoint_io.check_shapes(shapes, cfg, ckpt.path)
+  true_shapes = checkpoint_io.param_shapes(unpadded(cfg))  # padded vocabulary rows are not exported
   src_dtypes, fallback = _source_dtypes(meta, target), meta["dtype"]
   out_dtype = lambda name: np.dtype(dtype if dtype != "source" else src_dtypes.get(name, fallback))
   rules = engine.active_rules(name_map, shapes)
@@ -118,7 +126,8 @@ def tensors(checkpoint: str, target: str, dtype: str, log=print):
       if path not in rule.targets:
         del cache[path]
     missing = [t for t in rule.targets if t not in cache]
-    cache.update(checkpoint_io.read_params(checkpoint, missing) if missing else {})
+    cache.update({p: x[tuple(slice(0, n) for n in true_shapes[p])]
+                  for p, x in (ckpt.read(missing) if missing else {}).items()})
     transform = transforms.get(rule.transform)
     for layer in range(shapes[rule.targets[0]][0]) if rule.stacked else [None]:
       parts = tuple(cache[t] if layer is None else cache[t][layer] for t in rule.targets)
@@ -126,8 +135,8 @@ def tensors(checkpoint: str, target: str, dtype: str, log=print):
       # A copy, so that a pending shard never pins a whole stacked leaf.
       yield name, np.array(transform.backward(parts, cfg), dtype=out_dtype(name), order="C", copy=True)
   cache.clear()
-  carried_path = os.path.join(checkpoint, checkpoint_io.CARRIED_FILE)
-  if os.path.exists(carried_path):
+  carried_path = os.path.join(ckpt.path, checkpoint_io.CARRIED_FILE)
+  if ckpt.kind == "converted" and os.path.exists(carried_path):
     with safe_open(carried_path, framework="np") as f:
       src_format = (f.metadata() or {}).get("source", "")
       rename, dropped = _renamer(src_format, target), []
@@ -142,13 +151,24 @@ def tensors(checkpoint: str, target: str, dtype: str, log=print):
         log(f"carried tensors with no {target} name, not exported: {len(dropped)} (e.g. {dropped[0]})")
 
 
-def export(checkpoint: str, target: str, output: str, dtype: str = "source", shard_gb: float = 4.0,
-           overwrite: bool = False, log=print) -> str:
+def default_target(family: str) -> str:
+  return {"whisper": "hf-whisper", "qwen": "hf-qwen", "qwen-audio": "hf-qwen-audio",
+          "qwen2-audio": "hf-qwen2-audio"}[family]
+
+
+def export(checkpoint: str, target: str | None, output: str, dtype: str = "source", shard_gb: float = 4.0,
+           overwrite: bool = False, log=print, step=None) -> str:
+  ckpt = checkpoint_io.resolve(checkpoint, step)
+  cfg, meta = ckpt.config, ckpt.metadata
+  target = target or default_target(cfg.family)
   if target not in TARGETS:
     raise ConversionError(f"unknown --target={target}; known: {', '.join(TARGETS)}")
   if os.path.exists(output) and not overwrite:
     raise ConversionError(f"--output={output} already exists (pass --overwrite to replace it)")
-  cfg, meta = checkpoint_io.read_config(checkpoint), checkpoint_io.read_metadata(checkpoint)
+  checkpoint = ckpt.path  # a run WORKDIR resolved to one step folder: every read below sees the same step
+  if ckpt.step is not None:
+    log(f"exporting {ckpt.kind} step {ckpt.step} of {meta['run']['workdir']}"
+        + (" (LoRA adapters merged)" if meta.get("lora") else ""))
   config = hf_configs.target_config(target, cfg, meta["sources"]) if cfg.family == MAPS[target].family else None
   if target == "openai-whisper":
     if not output.endswith(".pt"):
@@ -158,6 +178,7 @@ def export(checkpoint: str, target: str, output: str, dtype: str = "source", sha
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(output) + ".tmp-", dir=os.path.dirname(os.path.abspath(output)))
     os.close(fd)
     torch.save({"dims": config, "model_state_dict": state}, tmp)
+    follow_umask(tmp)  # mkstemp made it 0600
     os.replace(tmp, output)
     log(f"wrote {output} ({len(state)} tensors)")
     return output
@@ -172,7 +193,7 @@ def export(checkpoint: str, target: str, output: str, dtype: str = "source", sha
     with open(os.path.join(tmp, "config.json"), "w") as f:
       json.dump(config, f, indent=2)
     if any(s["format"] == target for s in meta["sources"]):
-      _copy_assets(checkpoint, tmp)
+      _copy_assets(_assets_home(ckpt), tmp)
   log(f"wrote {output} ({len(names)} tensors, {len(shards.files)} file(s))")
   return output
 
@@ -182,6 +203,13 @@ def _check_complete(target: str, names: set, config: dict) -> None:
   if target == "hf-whisper" and not any(n.startswith("model.decoder.") for n in names):
     raise ConversionError("cannot export hf-whisper: the checkpoint carries no Whisper text decoder "
                           "(convert from a full Whisper checkpoint)")
+
+
+def _assets_home(ckpt) -> str:
+  """The converted checkpoint whose source_assets/ (tokenizer, generation config) go with the export:
+  itself, or for a run the converted checkpoint it started from."""
+  init = ckpt.metadata.get("init") or {}
+  return ckpt.path if ckpt.kind == "converted" else str(init.get("path", ""))
 
 
 def _copy_assets(checkpoint: str, directory: str) -> None:
@@ -194,15 +222,16 @@ def _copy_assets(checkpoint: str, directory: str) -> None:
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--checkpoint", required=True, help="converted checkpoint directory")
-  p.add_argument("--target", required=True, help=f"one of {', '.join(TARGETS)}")
+  p.add_argument("--checkpoint", required=True, help="converted checkpoint, run WORKDIR or one of its steps")
+  p.add_argument("--step", default=None, help="for a run WORKDIR: best | latest | N (default: best, else latest)")
+  p.add_argument("--target", default=None, help=f"one of {', '.join(TARGETS)} (default: from the family)")
   p.add_argument("--output", required=True, help="output folder (a .pt file for openai-whisper)")
   p.add_argument("--dtype", default="source", choices=["source", "float32", "bfloat16", "float16"])
   p.add_argument("--shard_gb", type=float, default=4.0, help="max size of one safetensors shard")
   p.add_argument("--overwrite", action="store_true")
   args = p.parse_args(argv)
   try:
-    export(args.checkpoint, args.target, args.output, args.dtype, args.shard_gb, args.overwrite)
+    export(args.checkpoint, args.target, args.output, args.dtype, args.shard_gb, args.overwrite, step=args.step)
   except (ConversionError, checkpoint_io.CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from conversion.errors import ConversionError
-from qwen_audio_jax.model.config import DecoderConfig, EncoderConfig, ModelConfig
+from qwen_audio_jax.model.config import DecoderConfig, EncoderConfig, ModelConfig, WhisperDecoderConfig
 
 SOURCES = ("openai-whisper", "hf-whisper", "hf-qwen", "hf-qwen-audio", "hf-qwen2-audio")
 V1_AUDIO_PAD_ID = 151851  # `[[[AUDIO:modality]]]` (spec §4.2)
@@ -67,21 +67,40 @@ def _whisper_encoder(d: int, heads: int, layers: int, n_mels: int, n_ctx: int, m
                        pool=False)
 
 
+def _whisper(enc: EncoderConfig, text: WhisperDecoderConfig, where: str) -> ModelConfig:
+  if text.d_model != enc.d_model:
+    raise ConversionError(f"{where}: text decoder width {text.d_model} != encoder width {enc.d_model} "
+                          "(cross-attention needs them equal)")
+  if text.d_model % text.n_heads:
+    raise ConversionError(f"{where}: text decoder width {text.d_model} is not divisible by {text.n_heads} heads")
+  return ModelConfig(family="whisper", encoder=enc, decoder=None, text_decoder=text, audio_bos_eos=False)
+
+
 def whisper_from_dims(dims: dict, where: str) -> ModelConfig:
   enc = _whisper_encoder(_need(dims, "n_audio_state", where), _need(dims, "n_audio_head", where),
                          _need(dims, "n_audio_layer", where), _need(dims, "n_mels", where),
                          _need(dims, "n_audio_ctx", where), 4 * dims["n_audio_state"])
-  return ModelConfig(family="whisper", encoder=enc, decoder=None, audio_bos_eos=False)
+  width = _need(dims, "n_text_state", where)
+  text = WhisperDecoderConfig(vocab_size=_need(dims, "n_vocab", where), n_ctx=_need(dims, "n_text_ctx", where),
+                              d_model=width, n_heads=_need(dims, "n_text_head", where),
+                              n_layers=_need(dims, "n_text_layer", where), mlp_dim=4 * width)
+  return _whisper(enc, text, where)
 
 
 def whisper_from_hf(c: dict, where: str) -> ModelConfig:
-  if c.get("activation_function", "gelu") != "gelu" or c.get("scale_embedding", False):
+  if (c.get("activation_function", "gelu") != "gelu" or c.get("scale_embedding", False)
+      or not c.get("tie_word_embeddings", True)):
     raise ConversionError(f"{where}: unsupported Whisper variant (activation_function="
-                          f"{c.get('activation_function')!r}, scale_embedding={c.get('scale_embedding')})")
-  enc = _whisper_encoder(_need(c, "d_model", where), _need(c, "encoder_attention_heads", where),
-                         _need(c, "encoder_layers", where), c.get("num_mel_bins", 80),
-                         c.get("max_source_positions", 1500), _need(c, "encoder_ffn_dim", where))
-  return ModelConfig(family="whisper", encoder=enc, decoder=None, audio_bos_eos=False)
+                          f"{c.get('activation_function')!r}, scale_embedding={c.get('scale_embedding')}, "
+                          f"tie_word_embeddings={c.get('tie_word_embeddings')})")
+  d = _need(c, "d_model", where)
+  enc = _whisper_encoder(d, _need(c, "encoder_attention_heads", where), _need(c, "encoder_layers", where),
+                         c.get("num_mel_bins", 80), c.get("max_source_positions", 1500),
+                         _need(c, "encoder_ffn_dim", where))
+  text = WhisperDecoderConfig(vocab_size=_need(c, "vocab_size", where), n_ctx=c.get("max_target_positions", 448),
+                              d_model=d, n_heads=_need(c, "decoder_attention_heads", where),
+                              n_layers=_need(c, "decoder_layers", where), mlp_dim=_need(c, "decoder_ffn_dim", where))
+  return _whisper(enc, text, where)
 
 
 def qwen_v1_decoder(c: dict, where: str) -> DecoderConfig:

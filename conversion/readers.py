@@ -67,6 +67,7 @@ def _torch_load(path: str):
 class _SafetensorsFile:
   def __init__(self, path: str):
     self.path = path
+    self.size = os.path.getsize(path)
     try:
       with safe_open(path, framework="np") as f:
         self.infos = {}
@@ -89,6 +90,7 @@ class _TorchFile:
 
   def __init__(self, path: str):
     self.path = path
+    self.size = os.path.getsize(path)
     obj = _torch_load(path)
     self.dims = obj.get("dims") if isinstance(obj, dict) else None
     state = obj.get("model_state_dict", obj) if isinstance(obj, dict) else None
@@ -166,7 +168,19 @@ class TensorSource:
         return
 
   def read(self, name: str) -> np.ndarray:
-    return self._where[name].read(name)
+    """One tensor as numpy. The files are memory-mapped: one that shrank since it was opened (a shard still
+    being copied, or truncated meanwhile) would kill the process with SIGBUS, so its size is checked first."""
+    handle = self._where[name]
+    size = os.path.getsize(handle.path) if os.path.exists(handle.path) else -1
+    if size != handle.size:
+      raise ConversionError(f"{handle.path}: file changed size while converting ({handle.size} -> {size} bytes; "
+                            f"truncated or still being written?) before tensor {name} was read")
+    try:
+      return handle.read(name)
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      first = str(e).splitlines()[0] if str(e) else ""
+      raise ConversionError(f"{handle.path}: cannot read tensor {name} ({type(e).__name__}: {first}); "
+                            "truncated or corrupt?") from None
 
   def sha256(self) -> dict[str, str]:
     return {os.path.basename(f): sha256_file(f) for f in self.files}

@@ -97,6 +97,13 @@ def is_tokenizer_file(name: str) -> bool:
   return bool(re.search(r"token|vocab|merges|tiktoken|\.model$", name))
 
 
+def copy_asset(directory: str, path: str) -> str:
+  """Copies one file into source_assets/ (replacing a namesake); returns its name."""
+  os.makedirs(os.path.join(directory, checkpoint_io.ASSETS_DIR), exist_ok=True)
+  shutil.copy2(path, os.path.join(directory, checkpoint_io.ASSETS_DIR, os.path.basename(path)))
+  return os.path.basename(path)
+
+
 def copy_assets(directory: str, source_path: str) -> list[str]:
   """Copies small non-weight files of a source folder into source_assets/; returns their names."""
   if not os.path.isdir(source_path):
@@ -107,7 +114,5 @@ def copy_assets(directory: str, source_path: str) -> list[str]:
     if (not os.path.isfile(path) or name.endswith(WEIGHT_SUFFIXES) or name in INDEX_FILES
         or os.path.getsize(path) > MAX_ASSET_BYTES):
       continue
-    os.makedirs(os.path.join(directory, checkpoint_io.ASSETS_DIR), exist_ok=True)
-    shutil.copy2(path, os.path.join(directory, checkpoint_io.ASSETS_DIR, name))
-    names.append(name)
+    names.append(copy_asset(directory, path))
   return names

@@ -30,6 +30,13 @@ WHISPER_RENAMES = (
     (".mlp_ln.", ".final_layer_norm."), (".ln_post.", ".layer_norm."),
     (".positional_embedding", ".embed_positions.weight"),
 )
+# Text decoder only (applied before WHISPER_RENAMES); openai `TextDecoder` -> transformers `WhisperDecoder`.
+WHISPER_DECODER_RENAMES = (
+    (".cross_attn.query.", ".encoder_attn.q_proj."), (".cross_attn.key.", ".encoder_attn.k_proj."),
+    (".cross_attn.value.", ".encoder_attn.v_proj."), (".cross_attn.out.", ".encoder_attn.out_proj."),
+    (".cross_attn_ln.", ".encoder_attn_layer_norm."), (".token_embedding.", ".embed_tokens."),
+    (".ln.", ".layer_norm."),
+)
 
 
 def openai_to_hf_encoder(name: str, old_prefix: str, new_prefix: str) -> str:
@@ -67,23 +74,44 @@ def _np(t: torch.Tensor) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 
 
-def whisper_encoder_from_hf(path: str) -> Reference:
-  model = transformers.WhisperModel.from_pretrained(path, attn_implementation="eager", dtype=torch.float32)
-  enc = model.encoder.eval()
-  return Reference(encode=lambda mel, frames=None: run_encoder(enc, mel))
+def whisper_logits(model):
+  def logits(ids, mel, frames=None):
+    with torch.no_grad():
+      out = model(input_features=torch.from_numpy(np.array(mel)), decoder_input_ids=torch.from_numpy(ids))
+      return _np(out.logits[0])
+  return logits
 
 
-def whisper_encoder_from_openai(source: TensorSource) -> Reference:
+def whisper_from_hf(path: str) -> Reference:
+  model = transformers.WhisperForConditionalGeneration.from_pretrained(
+      path, attn_implementation="eager", dtype=torch.float32).eval()
+  enc = model.model.encoder
+  return Reference(encode=lambda mel, frames=None: run_encoder(enc, mel), logits=whisper_logits(model))
+
+
+def whisper_from_openai(source: TensorSource) -> Reference:
   d = source.dims
-  cfg = transformers.WhisperConfig(num_mel_bins=d["n_mels"], d_model=d["n_audio_state"],
-                                   encoder_layers=d["n_audio_layer"], encoder_attention_heads=d["n_audio_head"],
-                                   encoder_ffn_dim=4 * d["n_audio_state"], max_source_positions=d["n_audio_ctx"])
-  enc = transformers.models.whisper.modeling_whisper.WhisperEncoder._from_config(  # pylint: disable=protected-access
+  last = d["n_vocab"] - 1  # special ids only matter to generate(); keep them inside a tiny test vocabulary
+  ids = {} if d["n_vocab"] > 50258 else dict(pad_token_id=last, bos_token_id=last, eos_token_id=last,
+                                             decoder_start_token_id=last)
+  cfg = transformers.WhisperConfig(
+      **ids, vocab_size=d["n_vocab"], num_mel_bins=d["n_mels"], d_model=d["n_audio_state"],
+      encoder_layers=d["n_audio_layer"], encoder_attention_heads=d["n_audio_head"],
+      encoder_ffn_dim=4 * d["n_audio_state"], max_source_positions=d["n_audio_ctx"],
+      decoder_layers=d["n_text_layer"], decoder_attention_heads=d["n_text_head"],
+      decoder_ffn_dim=4 * d["n_text_state"], max_target_positions=d["n_text_ctx"])
+  model = transformers.WhisperForConditionalGeneration._from_config(  # pylint: disable=protected-access
       cfg, attn_implementation="eager")
-  names = [n for n in source.infos if n.startswith("encoder.")]
-  state = {openai_to_hf_encoder(n, "encoder.", ""): t for n, t in _state(source, names).items()}
-  enc = _load(enc, state, "WhisperEncoder")
-  return Reference(encode=lambda mel, frames=None: run_encoder(enc, mel))
+  state = {}
+  for name, t in _state(source, source.infos).items():
+    tower = name.partition(".")[0]
+    for a, b in WHISPER_DECODER_RENAMES if tower == "decoder" else ():
+      name = name.replace(a, b)
+    state[openai_to_hf_encoder(name, tower + ".", f"model.{tower}.")] = t
+  state["proj_out.weight"] = state["model.decoder.embed_tokens.weight"]  # openai's logits use the embedding
+  model = _load(model, state, "WhisperForConditionalGeneration")
+  return Reference(encode=lambda mel, frames=None: run_encoder(model.model.encoder, mel),
+                   logits=whisper_logits(model))
 
 
 def run_encoder(enc, mel: np.ndarray) -> np.ndarray:
@@ -237,12 +265,12 @@ def build(flag: str, path: str) -> Reference:
   """The reference for a source checkpoint in format `flag`."""
   from conversion import hf_configs  # pylint: disable=import-outside-toplevel
   if flag == "hf-whisper":
-    return whisper_encoder_from_hf(path)
+    return whisper_from_hf(path)
   if flag == "hf-qwen2-audio":
     return qwen2_audio(path)
   source = TensorSource(path)
   if flag == "openai-whisper":
-    return whisper_encoder_from_openai(source)
+    return whisper_from_openai(source)
   raw = hf_configs.read_config_json(path)
   if flag == "hf-qwen":
     return qwen_v1(source, raw)

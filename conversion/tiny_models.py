@@ -7,6 +7,7 @@ Each builder returns the in-memory transformers model the files were made from (
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -19,13 +20,16 @@ D, HEADS, LAYERS, FFN = 64, 4, 2, 256  # audio encoder
 N_CTX = 1500  # full 30 s window, like the real models
 
 
-def randomize(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-  """Every weight gets noise (norm scales around 1, biases non-zero) so no mapping error hides."""
+def randomize(module: torch.nn.Module, seed: int, std: float = 0.08) -> torch.nn.Module:
+  """Every weight gets noise (norm scales around 1, biases non-zero) so no mapping error hides.
+
+  `std` of the non-norm weights; generation tests use a larger one so greedy outputs vary.
+  """
   gen = torch.Generator().manual_seed(seed)
   with torch.no_grad():
     for name, p in module.named_parameters():
       is_scale = "norm" in name and name.endswith("weight")
-      p.copy_((1.0 if is_scale else 0.0) + (0.3 if is_scale else 0.08) * torch.randn(p.shape, generator=gen))
+      p.copy_((1.0 if is_scale else 0.0) + (0.3 if is_scale else std) * torch.randn(p.shape, generator=gen))
   return module.eval()
 
 
@@ -50,6 +54,34 @@ def hf_whisper(directory: str, seed: int = 0) -> transformers.WhisperForConditio
   model = randomize(transformers.WhisperForConditionalGeneration(whisper_config()), seed)
   model.save_pretrained(directory)
   return model
+
+
+def whisper_vocab(directory: str, n_languages: int = 99, size: int = 600,
+                  time_tokens: bool = True) -> tuple[str, str, int]:
+  """A small Whisper-style vocabulary: a byte-level BPE of `size` tokens trained on the seed texts, then
+  Whisper's specials in openai's order (time tokens not special, as in transformers' files; left out of
+  tokenizer.json with time_tokens=False, as in older exports). Writes tokenizer.json and vocab.tiktoken
+  (the same ranks); returns (their paths, number of BPE ranks)."""
+  import tokenizers  # pylint: disable=import-outside-toplevel
+  from transformers.convert_slow_tokenizer import bytes_to_unicode  # pylint: disable=import-outside-toplevel
+  from qwen_audio_jax.tokenizer import SEED_TEXTS, whisper_specials  # pylint: disable=import-outside-toplevel
+  tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+  tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = tokenizers.decoders.ByteLevel()
+  symbols = [" (laughs) [music] - 'quoted' <<>> ♪♪ \"says\" (( ))"] * 20  # " (", " -", " '" become tokens
+  tok.train_from_iterator(list(SEED_TEXTS) * 3 + symbols, tokenizers.trainers.BpeTrainer(
+      vocab_size=size, initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+  to_byte = {c: b for b, c in bytes_to_unicode().items()}
+  ranks = {bytes(to_byte[c] for c in token): i for token, i in tok.get_vocab().items()}
+  specials = whisper_specials.openai_specials(n_languages)
+  tok.add_tokens([tokenizers.AddedToken(s, special=not whisper_specials.TIMESTAMP_RE.fullmatch(s), normalized=False)
+                  for s in (specials if time_tokens else specials[:-whisper_specials.N_TIMESTAMPS])])
+  os.makedirs(directory, exist_ok=True)
+  json_path, tiktoken_path = os.path.join(directory, "tokenizer.json"), os.path.join(directory, "vocab.tiktoken")
+  tok.save(json_path)
+  with open(tiktoken_path, "wb") as f:
+    f.writelines(base64.b64encode(t) + b" %d\n" % r for t, r in sorted(ranks.items(), key=lambda x: x[1]))
+  return json_path, tiktoken_path, len(ranks)
 
 
 # transformers -> openai names (spec §2.7, inverse of convert_openai_to_hf's WHISPER_MAPPING).
@@ -167,10 +199,11 @@ def qwen2_audio_config(n_mels: int, vocab: int, audio_token: int, hidden: int = 
       audio_token_index=audio_token)
 
 
-def hf_qwen2_audio(directory: str, seed: int = 2, vocab: int = 512) -> transformers.Qwen2AudioForConditionalGeneration:
+def hf_qwen2_audio(directory: str, seed: int = 2, vocab: int = 512,
+                   std: float = 0.08) -> transformers.Qwen2AudioForConditionalGeneration:
   cfg = qwen2_audio_config(128, vocab, audio_token=vocab - 12)
   model = randomize(transformers.Qwen2AudioForConditionalGeneration._from_config(  # pylint: disable=protected-access
-      cfg, attn_implementation="eager"), seed)
+      cfg, attn_implementation="eager"), seed, std)
   model.save_pretrained(directory)
   return model
 

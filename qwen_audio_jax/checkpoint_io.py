@@ -1,39 +1,43 @@
-"""Read/write a converted model checkpoint (torch-free): what training and inference restore directly.
+"""Model checkpoints (torch-free): write a converted checkpoint; read ANY checkpoint through `resolve`.
 
-Layout of a checkpoint directory (it appears only when complete: written to DIR.tmp-XXXX, then renamed):
+Layout of a converted checkpoint directory (it appears only when complete: DIR.tmp-XXXX, then renamed):
   params/             Orbax PyTree checkpoint of the parameter tree (stacked layers, see PARAMS contract)
   model_config.json   `config.to_dict(ModelConfig)`
   metadata.json       record: format, tokenizer family, source, hashes, dtype, tensors, ...
   carried.safetensors optional: source tensors the JAX model does not use (e.g. Whisper's text decoder)
   source_assets/      optional: small non-weight files of the source folder (tokenizer, configs, code)
+
+Reading (`resolve`, `load_model_checkpoint`, `read_config`, `read_metadata`, `stored_shapes`,
+`read_params`) accepts a converted checkpoint, a training run's WORKDIR (its best evaluation, else its
+latest checkpoint; `step=best|latest|N` or `WORKDIR@latest` to choose), WORKDIR/best/<step> and
+WORKDIR/checkpoints/<step>. A LoRA run reads as its merged model. Every CLI resolves checkpoints here.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
-import mmap
+import logging
 import os
-import shutil
-import tempfile
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-from orbax.checkpoint._src.serialization import type_handler_registry, type_handlers
+from etils import epath
 
 from qwen_audio_jax.model import config as config_lib
 from qwen_audio_jax.model import params as params_lib
+from qwen_audio_jax.orbax_write import (CHUNK_BYTES, atomic_directory, release_pages,  # noqa: F401  (re-exported)
+                                         write_params)
 
 FORMAT = "qwen-audio-jax/model-checkpoint"
 FORMAT_VERSION = 1
 PARAMS_DIR, CONFIG_FILE, METADATA_FILE = "params", "model_config.json", "metadata.json"
 CARRIED_FILE, ASSETS_DIR = "carried.safetensors", "source_assets"
-CHUNK_BYTES = 256 << 20  # upper bound of one stored chunk
 
 
 class CheckpointError(Exception):
@@ -79,76 +83,8 @@ def param_shapes(cfg: config_lib.ModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 # ------------------------------------------------------------------------------------------------
-# Writing
+# Writing (the Orbax mechanics are in orbax_write.py)
 # ------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def atomic_directory(directory: str, overwrite: bool = False) -> Iterator[str]:
-  """Yields a temporary sibling of `directory`; renames it to `directory` only if the block succeeds."""
-  directory = os.path.abspath(directory)
-  if os.path.exists(directory) and not overwrite:
-    raise CheckpointError(f"{directory}: already exists (pass overwrite to replace it)")
-  parent = os.path.dirname(directory)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=os.path.basename(directory) + ".tmp-", dir=parent)
-  try:
-    yield tmp
-    if os.path.exists(directory):
-      old = tempfile.mkdtemp(prefix=os.path.basename(directory) + ".old-", dir=parent)
-      os.rename(directory, os.path.join(old, "x"))
-      os.rename(tmp, directory)
-      shutil.rmtree(old)
-    else:
-      os.rename(tmp, directory)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-
-
-class _SequentialNumpyHandler(type_handlers.NumpyHandler):
-  """Host numpy arrays written in place (no deep copy) and one at a time.
-
-  Orbax's NumpyHandler starts every array's write at once, and tensorstore then holds an encoded copy
-  of the whole model in memory; writing sequentially bounds that to about one array (measured: 2.5 GB
-  of random fp32 -> +2.2 GB peak RSS at once, +0.3 GB sequentially). Uses Orbax 0.12's
-  `_open_and_write` hook; without it, writes are merely concurrent again.
-  """
-
-  def __init__(self):
-    super().__init__(deepcopy_host_arrays=False)
-    self._locks: dict[int, asyncio.Lock] = {}
-
-  async def _open_and_write(self, value, tspec, ts_context):
-    lock = self._locks.setdefault(id(asyncio.get_running_loop()), asyncio.Lock())
-    async with lock:
-      await super()._open_and_write(value, tspec, ts_context)
-      release_pages(value)
-
-
-def release_pages(array) -> None:
-  """Unmaps a memory-mapped array's pages from this process (its RSS); a no-op for other arrays.
-
-  The mapping is shared and file-backed, so nothing is lost: written pages stay in the page cache (the
-  kernel writes them back when it likes) and the next access maps the file's current contents again.
-  """
-  if isinstance(array, np.memmap) and isinstance(getattr(array, "_mmap", None), mmap.mmap):
-    array._mmap.madvise(mmap.MADV_DONTNEED)  # pylint: disable=protected-access
-
-
-def _numpy_registry():
-  handlers = []
-  for ty, handler in type_handler_registry._DEFAULT_TYPE_HANDLERS:  # pylint: disable=protected-access
-    handlers.append((ty, _SequentialNumpyHandler() if ty is np.ndarray else handler))
-  return type_handler_registry.create_type_handler_registry(*handlers)
-
-
-def write_params(directory: str, params: Mapping[str, Any]) -> None:
-  """Saves a (nested) parameter tree of numpy/jax arrays with Orbax into `directory` (must not exist)."""
-  handler = ocp.PyTreeCheckpointHandler(type_handler_registry=_numpy_registry(), save_concurrent_gb=2)
-  save_args = jax.tree.map(lambda _: ocp.SaveArgs(chunk_byte_size=CHUNK_BYTES), params)
-  with ocp.Checkpointer(handler) as ckptr:
-    ckptr.save(os.path.abspath(directory), args=ocp.args.PyTreeSave(params, save_args=save_args))
 
 
 def save_model_checkpoint(directory: str, cfg: config_lib.ModelConfig, params: Mapping[str, Any],
@@ -163,6 +99,8 @@ def save_model_checkpoint(directory: str, cfg: config_lib.ModelConfig, params: M
   params = dict(params.get("params", params)) if isinstance(params, Mapping) else params
   check_params(params, cfg, where=directory)
   record = {"format": FORMAT, "format_version": FORMAT_VERSION, **dict(metadata or {})}
+  if os.path.exists(directory) and not overwrite:
+    raise CheckpointError(f"{os.path.abspath(directory)}: already exists (pass overwrite to replace it)")
   with atomic_directory(directory, overwrite=overwrite) as tmp:
     write_params(os.path.join(tmp, PARAMS_DIR), params)
     with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
@@ -194,73 +132,330 @@ def check_shapes(shapes: Mapping[str, tuple[int, ...]], cfg: config_lib.ModelCon
 
 
 # ------------------------------------------------------------------------------------------------
-# Reading
+# Reading: one resolution for every kind of model checkpoint
 # ------------------------------------------------------------------------------------------------
 
+# A training run (written by `qwen_audio_jax.train.checkpointing`):
+#   WORKDIR/config.json                         {"config": run config, "model": model config, ...}
+#   WORKDIR/checkpoints/<step>/{state,data,meta}  state = {"step", "rng", "params", ["lora"], "opt_state"}
+#   WORKDIR/best/<step>/{params,meta,metrics}     params = {"params", ["lora"]}
+# meta (JSON) = {"format": RUN_FORMAT, "model": config dict, "tokenizer": {...}, "lora": {...} | None,
+#                "init": metadata of the checkpoint the run started from | None, "step": N}
+RUN_LATEST, RUN_BEST, RUN_META, RUN_CONFIG = "checkpoints", "best", "meta", "config.json"
+RUN_ITEMS = {RUN_LATEST: "state", RUN_BEST: "params"}
+RUN_FORMAT = "qwen-audio-jax/run-checkpoint"
+STEP_SELECTORS = ("best", "latest")
+_COMMITTED = "_CHECKPOINT_METADATA"  # Orbax writes it last into a finished step folder
 
-def read_config(directory: str) -> config_lib.ModelConfig:
-  path = os.path.join(directory, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise CheckpointError(f"{directory}: not a model checkpoint ({CONFIG_FILE} missing)")
-  with open(path) as f:
-    return config_lib.from_dict(json.load(f))
+
+def merge_lora(params: Mapping, lora: Mapping, scale: float) -> dict:
+  """Base params with every adapted kernel replaced by W + scale · A @ B (in W's dtype, fp32 math).
+
+  The one definition: the training forward (`train.lora.merge`) and every reader of a LoRA run use it.
+  Adapters mirror the kernel's path: `.../q/kernel` gets `.../q/lora_a` [..., in, r], `.../q/lora_b`.
+  """
+  if not lora:
+    return params
+  flat, adapters = flatten(params), flatten(lora)
+  for path in [p for p in adapters if p.endswith("/lora_a")]:
+    module = path[:-len("lora_a")]
+    w = flat[module + "kernel"]
+    delta = jnp.einsum("...ir,...ro->...io", jnp.asarray(adapters[path], jnp.float32),
+                       jnp.asarray(adapters[module + "lora_b"], jnp.float32))
+    flat[module + "kernel"] = (jnp.asarray(w, jnp.float32) + scale * delta).astype(w.dtype)
+  return unflatten(flat)
 
 
-def read_metadata(directory: str) -> dict[str, Any]:
-  path = os.path.join(directory, METADATA_FILE)
-  if not os.path.exists(path):
-    raise CheckpointError(f"{directory}: not a model checkpoint ({METADATA_FILE} missing)")
-  with open(path) as f:
-    record = json.load(f)
+@contextlib.contextmanager
+def _quiet_absl():
+  """Orbax warns about a missing step-level metadata file when reading one item; not our concern."""
+  logger = logging.getLogger("absl")
+  level = logger.level
+  logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
+
+
+def _path(path) -> epath.Path:
+  """Local paths made absolute; gs:// and other URLs kept (epath reads both)."""
+  path = str(path)
+  return epath.Path(path if "://" in path else os.path.abspath(path))
+
+
+def _read_json(path, what: str) -> Any:
+  try:
+    return json.loads(epath.Path(path).read_text())
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f"{path}: cannot read the {what} ({type(e).__name__}: {e})") from None
+
+
+def run_steps(workdir, kind: str) -> list[int]:
+  """Finished (committed) steps under WORKDIR/<kind> (`checkpoints` or `best`), ascending."""
+  folder = _path(workdir) / kind
+  if not folder.is_dir():
+    return []
+  return sorted(int(d.name) for d in folder.iterdir()
+                if d.name.isdigit() and (d / _COMMITTED).exists() and (d / RUN_ITEMS[kind]).is_dir())
+
+
+def best_run_step(workdir) -> int | None:
+  """The best evaluation step kept under WORKDIR/best (lowest eval_loss), None if there is none."""
+  scored = []
+  for step in run_steps(workdir, RUN_BEST):
+    metrics = _path(workdir) / RUN_BEST / str(step) / "metrics" / "metrics"
+    if metrics.exists():
+      scored.append((float(_read_json(metrics, "best-checkpoint metrics").get("eval_loss", np.inf)), step))
+  return min(scored)[1] if scored else None
+
+
+def is_run(path) -> bool:
+  return (_path(path) / RUN_LATEST).is_dir() or (_path(path) / RUN_BEST).is_dir()
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCheckpoint:
+  """A model's parameters on disk and what they are (made by `resolve`)."""
+
+  path: str  # what was asked for (absolute)
+  kind: str  # "converted" | "run-best" | "run-latest"
+  tree_dir: str  # the Orbax PyTree directory holding the parameters
+  prefix: str  # "" (converted) or "params/" (a run item {"params": ..., ["lora": ...], ...})
+  step: int | None
+  config: config_lib.ModelConfig
+  metadata: dict[str, Any]
+
+  @functools.cached_property
+  def _tree(self) -> dict[str, tuple[tuple[int, ...], str]]:
+    try:
+      with _quiet_absl():
+        meta = ocp.StandardCheckpointer().metadata(self.tree_dir)
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      raise CheckpointError(f"{self.tree_dir}: unreadable parameter metadata ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+    tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta
+    return {p: (tuple(m.shape), jnp.dtype(m.dtype).name) for p, m in flatten(tree).items()
+            if hasattr(m, "shape")}
+
+  def _part(self, prefix: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    return {p[len(prefix):]: v for p, v in self._tree.items() if p.startswith(prefix)}
+
+  def stored(self) -> dict[str, tuple[tuple[int, ...], str]]:
+    """{path: (shape, dtype)} of the model's parameters as stored (adapters not included)."""
+    return self._part(self.prefix)
+
+  def adapters(self) -> dict[str, tuple[tuple[int, ...], str]]:
+    """{path: (shape, dtype)} of stored LoRA factors (empty unless a LoRA run)."""
+    return self._part("lora/") if self.prefix else {}
+
+  @property
+  def lora_scale(self) -> float:
+    return float((self.metadata.get("lora") or {}).get("scale", 0.0))
+
+  def check(self) -> "ModelCheckpoint":
+    check_shapes({p: s for p, (s, _) in self.stored().items()}, self.config, self.path)
+    return self
+
+  def _restore(self, args: dict[str, Any], items: dict[str, Any]) -> dict[str, Any]:
+    try:
+      with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as ckptr, _quiet_absl():
+        tree = ckptr.restore(self.tree_dir, args=ocp.args.PyTreeRestore(
+            item=unflatten(items), restore_args=unflatten(args), partial_restore=True))
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      first = str(e).splitlines()[0][:200] if str(e) else ""
+      raise CheckpointError(f"{self.tree_dir}: cannot read the parameters ({type(e).__name__}: {first}); "
+                            "the checkpoint is damaged or incomplete") from None
+    return flatten(tree)
+
+  def _adapted(self, paths) -> dict[str, tuple[str, str]]:
+    """{kernel path: (lora_a path, lora_b path)} for the requested kernels that carry adapters."""
+    adapters = self.adapters()
+    out = {}
+    for p in paths:
+      module = p[:-len("kernel")] if p.endswith("/kernel") else None
+      if module is not None and module + "lora_a" in adapters:
+        out[p] = ("lora/" + module + "lora_a", "lora/" + module + "lora_b")
+    return out
+
+  def read(self, paths: list[str]) -> dict[str, np.ndarray]:
+    """Host numpy arrays of some parameters (adapters merged), e.g. to export one leaf at a time."""
+    adapted = self._adapted(paths)
+    wanted = [self.prefix + p for p in paths] + [x for pair in adapted.values() for x in pair]
+    got = self._restore({p: ocp.RestoreArgs(restore_type=np.ndarray) for p in wanted},
+                        {p: np.zeros(0) for p in wanted})
+    out = {p: got[self.prefix + p] for p in paths}
+    for p, (a, b) in adapted.items():
+      module = p[:-len("kernel")]
+      merged = merge_lora({p: out[p]}, {module + "lora_a": got[a], module + "lora_b": got[b]}, self.lora_scale)
+      out[p] = np.asarray(flatten(merged)[p])
+    return out
+
+  def load(self, *, shardings: Any = None, dtype: Any = None, target: Any = None) -> dict[str, Any]:
+    """The parameter tree as jax arrays, LoRA adapters merged.
+
+    target: tree like params of `jax.ShapeDtypeStruct`s with shardings (what training restores into);
+    else shardings (tree of `Sharding`, default: the first local device) and dtype (default: stored):
+    one dtype for every parameter, or a params-shaped tree of dtypes / arrays (paths it lacks: stored).
+    """
+    default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    flat_target = flatten(target) if target is not None else {}
+    flat_sh = flatten(shardings) if shardings is not None else {}
+    per_path = ({p: jnp.dtype(getattr(d, "dtype", d)) for p, d in flatten(dtype).items()}
+                if isinstance(dtype, Mapping) else None)
+    args, items = {}, {}
+
+    def add(full, shape, stored_dtype, sharding, want_dtype):
+      dt = jnp.dtype(want_dtype if want_dtype is not None else stored_dtype)
+      args[full] = ocp.ArrayRestoreArgs(sharding=sharding, dtype=dt, global_shape=shape)
+      items[full] = jax.ShapeDtypeStruct(shape, dt, sharding=sharding)
+
+    for p, (shape, stored_dtype) in self.stored().items():
+      t = flat_target.get(p)
+      add(self.prefix + p, shape, stored_dtype, t.sharding if t is not None else flat_sh.get(p, default),
+          t.dtype if t is not None else per_path.get(p) if per_path is not None else dtype)
+    adapted = self._adapted(list(self.stored()))
+    for p, pair in adapted.items():
+      kernel_sh = args[self.prefix + p].sharding
+      rep = (jax.sharding.NamedSharding(kernel_sh.mesh, jax.sharding.PartitionSpec())
+             if isinstance(kernel_sh, jax.sharding.NamedSharding) else kernel_sh)
+      for full in pair:
+        shape, stored_dtype = self._tree[full]
+        add(full, shape, stored_dtype, rep, None)
+    got = self._restore(args, items)
+    params = unflatten({p: got[self.prefix + p] for p in self.stored()})
+    if adapted:
+      params = merge_lora(params, unflatten({full[len("lora/"):]: got[full] for pair in adapted.values()
+                                            for full in pair}), self.lora_scale)
+    return params
+
+
+def _split_step(path: str, step) -> tuple[str, Any]:
+  """`DIR@best|latest|N` -> (DIR, selector); an explicit `step` argument wins."""
+  head, sep, tail = path.rpartition("@")
+  if sep and (tail in STEP_SELECTORS or tail.isdigit()):
+    return head, step if step is not None else tail
+  return path, step
+
+
+def _converted(path: epath.Path) -> ModelCheckpoint:
+  cfg = config_lib.from_dict(_read_json(path / CONFIG_FILE, "model config"))
+  if not (path / METADATA_FILE).exists():
+    raise CheckpointError(f"{path}: not a model checkpoint ({METADATA_FILE} missing)")
+  record = _read_json(path / METADATA_FILE, "checkpoint metadata")
   if record.get("format") != FORMAT or record.get("format_version", 0) > FORMAT_VERSION:
-    raise CheckpointError(f"{path}: format {record.get('format')!r} v{record.get('format_version')} "
-                          f"is not {FORMAT} v<={FORMAT_VERSION}")
-  return record
+    raise CheckpointError(f"{path}/{METADATA_FILE}: format {record.get('format')!r} "
+                          f"v{record.get('format_version')} is not {FORMAT} v<={FORMAT_VERSION}")
+  if not (path / PARAMS_DIR).is_dir():
+    raise CheckpointError(f"{path}: incomplete checkpoint ({PARAMS_DIR}/ missing)")
+  return ModelCheckpoint(str(path), "converted", str(path / PARAMS_DIR), "", None, cfg, record)
 
 
-def stored_shapes(directory: str) -> dict[str, tuple[tuple[int, ...], str]]:
-  """{path: (shape, dtype)} as stored in `directory/params`, read from Orbax metadata only."""
-  meta = ocp.StandardCheckpointer().metadata(os.path.join(os.path.abspath(directory), PARAMS_DIR))
-  tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta
-  return {p: (tuple(m.shape), jnp.dtype(m.dtype).name) for p, m in flatten(tree).items()}
+def _pick_step(workdir: epath.Path, selector) -> tuple[str, int]:
+  latest, best = run_steps(workdir, RUN_LATEST), run_steps(workdir, RUN_BEST)
+  have = f"(kept: best {best or 'none'}, checkpoints {latest or 'none'})"
+  if selector is None:
+    selector = "best" if best_run_step(workdir) is not None else "latest"
+  if selector == "best":
+    step = best_run_step(workdir)
+    if step is None:
+      raise CheckpointError(f"{workdir}: no best checkpoint (the run never evaluated) {have}; use step=latest")
+    return RUN_BEST, step
+  if selector == "latest":
+    if not latest:
+      raise CheckpointError(f"{workdir}: the run has no finished checkpoint yet {have}")
+    return RUN_LATEST, latest[-1]
+  step = int(selector)
+  if step in latest:
+    return RUN_LATEST, step
+  if step in best:
+    return RUN_BEST, step
+  raise CheckpointError(f"{workdir}: no finished checkpoint for step {step} {have}")
 
 
-def load_model_checkpoint(directory: str, *, shardings: Any = None, dtype: Any = None
+def _run(workdir: epath.Path, kind: str, step: int) -> ModelCheckpoint:
+  folder = workdir / kind / str(step)
+  meta_path = folder / RUN_META / "metadata"
+  meta = _read_json(meta_path, "checkpoint meta") if meta_path.exists() else {}
+  if "model" not in meta:  # runs written before the meta carried the model: the run's config.json
+    if not (workdir / RUN_CONFIG).exists():
+      raise CheckpointError(f"{folder}: no model config stored with the checkpoint nor in "
+                            f"{workdir}/{RUN_CONFIG}")
+    meta = {**_read_json(workdir / RUN_CONFIG, "run config"), **meta}
+  try:
+    cfg = config_lib.from_dict(meta["model"])
+  except (KeyError, TypeError) as e:
+    raise CheckpointError(f"{folder}: stored model config is not valid ({e})") from None
+  init = meta.get("init") or {}
+  record = {"format": RUN_FORMAT, "dtype": cfg.param_dtype, "sources": init.get("sources", []),
+            "tokenizer": meta.get("tokenizer") or init.get("tokenizer") or {"family": cfg.family},
+            "lora": meta.get("lora"), "init": init or None,
+            "run": {"workdir": str(workdir), "step": step, "kind": kind}}
+  return ModelCheckpoint(str(folder), f"run-{'best' if kind == RUN_BEST else 'latest'}",
+                         str(folder / RUN_ITEMS[kind]), "params/", step, cfg, record)
+
+
+def resolve(path: str, step: Any = None, bare_config: config_lib.ModelConfig | None = None) -> ModelCheckpoint:
+  """Any model checkpoint -> `ModelCheckpoint` (one-line `CheckpointError` when it is none).
+
+  path: a converted checkpoint (`conversion/convert.py` output), a training run's WORKDIR,
+    WORKDIR/best/<step> or WORKDIR/checkpoints/<step>; `PATH@best|latest|N` selects a run's step.
+  step: "best" | "latest" | N for a WORKDIR (default: the best evaluation, else the latest checkpoint).
+  bare_config: also accept a bare Orbax save of a params tree, read as a model of this config.
+  """
+  raw, step = _split_step(str(path), step)
+  path = _path(raw)
+  if not path.is_dir():
+    raise CheckpointError(f"{path}: no such checkpoint directory")
+  if (path / CONFIG_FILE).exists():
+    if step is not None:
+      raise CheckpointError(f"{path}: a converted checkpoint has no steps (got step={step})")
+    return _converted(path)
+  name, kind, workdir = path.name, path.parent.name, path.parent.parent
+  if name.isdigit() and kind in RUN_ITEMS:
+    if int(name) not in run_steps(workdir, kind):
+      raise CheckpointError(f"{path}: unfinished or damaged checkpoint (no {_COMMITTED} or no "
+                            f"{RUN_ITEMS[kind]}/ item)")
+    return _run(workdir, kind, int(name))
+  if is_run(path):
+    if step is not None and str(step) not in STEP_SELECTORS and not str(step).isdigit():
+      raise CheckpointError(f"step={step!r}: use best, latest or a step number")
+    return _run(path, *_pick_step(path, None if step is None else str(step)))
+  if (path / METADATA_FILE).exists() or (path / PARAMS_DIR).is_dir():
+    raise CheckpointError(f"{path}: not a model checkpoint ({CONFIG_FILE} missing)")
+  if bare_config is not None and (path / "_METADATA").exists():
+    return ModelCheckpoint(str(path), "bare", str(path), "", None, bare_config, {"format": "bare"})
+  raise CheckpointError(f"{path}: not a model checkpoint (expected a converted checkpoint with {CONFIG_FILE}, "
+                        f"a training run with {RUN_LATEST}/ or {RUN_BEST}/, or one of their <step> folders)")
+
+
+def read_config(path: str) -> config_lib.ModelConfig:
+  return resolve(path).config
+
+
+def read_metadata(path: str) -> dict[str, Any]:
+  return resolve(path).metadata
+
+
+def stored_shapes(path: str) -> dict[str, tuple[tuple[int, ...], str]]:
+  """{path: (shape, dtype)} of the model parameters as stored, from Orbax metadata only."""
+  return resolve(path).stored()
+
+
+def load_model_checkpoint(path: str, *, step: Any = None, shardings: Any = None, dtype: Any = None
                           ) -> tuple[config_lib.ModelConfig, dict[str, Any], dict[str, Any]]:
-  """Returns (config, params, metadata); params as jax arrays (sharded if `shardings` is given).
+  """(config, params, metadata) of any checkpoint `resolve` accepts; params as jax arrays.
 
-  shardings: a pytree like params of `jax.sharding.Sharding` (e.g. from the logical rules); default:
-    every array on the first local device. dtype: cast on restore, either one dtype for every parameter
-    or a params-shaped tree of dtypes / arrays (e.g. `model.abstract_params(cfg)` of a config with
-    per-tower param dtypes; paths it lacks keep their stored dtype); default: the stored dtypes.
+  shardings: a pytree like params of `jax.sharding.Sharding`; default: the first local device.
+  dtype: cast on restore, either one dtype for every parameter or a params-shaped tree of dtypes / arrays
+    (e.g. `model.abstract_params(cfg)` of a config with per-tower param dtypes; paths it lacks keep their
+    stored dtype); default: the stored dtypes. A LoRA run's adapters are merged.
   Raises CheckpointError (one line) if the stored tree does not match the config.
   """
-  directory = os.path.abspath(directory)
-  cfg, metadata = read_config(directory), read_metadata(directory)
-  if not os.path.isdir(os.path.join(directory, PARAMS_DIR)):
-    raise CheckpointError(f"{directory}: incomplete checkpoint ({PARAMS_DIR}/ missing)")
-  stored = stored_shapes(directory)
-  check_shapes({p: s for p, (s, _) in stored.items()}, cfg, directory)
-  default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  flat_shardings = flatten(shardings) if shardings is not None else {}
-  if isinstance(dtype, Mapping):
-    per_path = {p: jnp.dtype(getattr(d, "dtype", d)) for p, d in flatten(dtype).items()}
-    dtype_of = lambda p, stored_dtype: per_path.get(p, jnp.dtype(stored_dtype))  # noqa: E731
-  else:
-    dtype_of = lambda p, stored_dtype: jnp.dtype(dtype if dtype is not None else stored_dtype)  # noqa: E731
-  target = unflatten({
-      p: jax.ShapeDtypeStruct(shape, dtype_of(p, stored_dtype), sharding=flat_shardings.get(p, default))
-      for p, (shape, stored_dtype) in stored.items()})
-  with ocp.StandardCheckpointer() as ckptr:
-    params = ckptr.restore(os.path.join(directory, PARAMS_DIR), target)
-  return cfg, params, metadata
+  ckpt = resolve(path, step).check()
+  return ckpt.config, ckpt.load(shardings=shardings, dtype=dtype), ckpt.metadata
 
 
-def read_params(directory: str, paths: list[str]) -> dict[str, np.ndarray]:
+def read_params(path: str, paths: list[str]) -> dict[str, np.ndarray]:
   """Host numpy arrays of some parameters only ({path: array}), e.g. to export one leaf at a time."""
-  item = unflatten({p: np.zeros(0) for p in paths})
-  restore_args = unflatten({p: ocp.RestoreArgs(restore_type=np.ndarray) for p in paths})
-  with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as ckptr:
-    tree = ckptr.restore(os.path.join(os.path.abspath(directory), PARAMS_DIR),
-                         args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True))
-  return {p: flatten(tree)[p] for p in paths}
+  return resolve(path).read(paths)

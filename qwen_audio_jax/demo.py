@@ -1,6 +1,6 @@
 """What the model would see for one clip: front end → audio tokens → task prompt → token ids.
 
-    python -m qwen_audio_jax.demo [--audio=FILE] [--task=asr] [--family=qwen-audio] [--policy=error]
+    python -m qwen_audio_jax.demo [--audio=FILE] [--task=asr] [--family=qwen-audio] [--long_audio=error]
 
 Runs the real mel front end, tokenizer and prompt builder (no model weights needed) and prints the
 clip record (true duration, truncation), the log-mel statistics, the exact prompt of Qwen-Audio's eval
@@ -17,6 +17,7 @@ import numpy as np
 from qwen_audio_jax import audio as audio_lib
 from qwen_audio_jax import prompts, tokenizer
 from qwen_audio_jax.assets import JFK_FLAC
+from qwen_audio_jax.embed import check_audio_tokens
 
 _TASK_FIELDS = {"asr": {"lang": "en"}, "s2tt": {"src": "en", "tgt": "de"}, "srwt": {"lang": "en"},
                 "aqa": {"question": "What is the speaker talking about?"}}
@@ -39,6 +40,7 @@ def _summarise_ids(ids: list[int], tok) -> str:
 def run(audio_path: str, task: str, family: str, policy: str, n_mels: int) -> dict:
   """Processes one clip; returns the numbers it printed (used by tests)."""
   mel, info = audio_lib.features_for_clip(audio_path, n_mels=n_mels, policy=policy, family=family)
+  check_audio_tokens(info, family)
   mel = np.asarray(mel)
   print(f"clip        {info.source}")
   print(f"  duration  {info.duration_s:.2f} s true, {info.processed_duration_s:.2f} s processed, "
@@ -72,11 +74,12 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--audio", default=str(JFK_FLAC), help="audio file (default: the shipped jfk.flac)")
   parser.add_argument("--task", default="asr", choices=sorted(prompts.TASKS))
   parser.add_argument("--family", default="qwen-audio", choices=["qwen-audio", "qwen2-audio"])
-  parser.add_argument("--policy", default="error", choices=audio_lib.POLICIES)
+  parser.add_argument("--long_audio", "--policy", dest="long_audio", default="error", choices=audio_lib.POLICIES,
+                      help="audio over 30 s: error | truncate | chunk (--policy is a deprecated alias)")
   args = parser.parse_args(argv)
   n_mels = 80 if args.family == "qwen-audio" else 128
   try:
-    run(args.audio, args.task, args.family, args.policy, n_mels)
+    run(args.audio, args.task, args.family, args.long_audio, n_mels)
   except (audio_lib.AudioError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -98,6 +98,57 @@ def test_cli_error_is_one_line_and_leaves_nothing(case, cli_runs):
   assert not out.parent.exists() or os.listdir(out.parent) == []  # no DIR.tmp-* / DIR.staging-* left
 
 
+def _two_shards(base, folder):
+  """`base`'s Qwen2-Audio checkpoint re-saved as two safetensors shards with an index."""
+  import json
+  folder.mkdir()
+  for f in os.listdir(base):
+    if f != WEIGHTS:
+      (folder / f).write_bytes((base / f).read_bytes())
+  state = load_file(str(base / WEIGHTS))
+  names = sorted(state)
+  shards = {"model-00001-of-00002.safetensors": names[:len(names) // 2],
+            "model-00002-of-00002.safetensors": names[len(names) // 2:]}
+  for shard, keys in shards.items():
+    save_file({k: state[k] for k in keys}, str(folder / shard), metadata={"format": "pt"})
+  index = {"metadata": {}, "weight_map": {k: shard for shard, keys in shards.items() for k in keys}}
+  (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+  return folder / "model-00002-of-00002.safetensors"
+
+
+def _convert_while_truncating(folder, shard, out):
+  """Runs the converter's CLI entry point; right after its first tensor is written into the staging arrays,
+  `shard` is cut to half its size (a shard still being copied / truncated on a flaky mount)."""
+  original = engine._write
+  state = {"writes": 0}
+
+  def write_then_truncate(*args, **kwargs):
+    original(*args, **kwargs)
+    state["writes"] += 1
+    if state["writes"] == 1:
+      os.truncate(shard, os.path.getsize(shard) // 2)
+
+  engine._write = write_then_truncate
+  sys.exit(convert.main(["--source=hf-qwen2-audio", f"--input={folder}", f"--output={out}"]))
+
+
+def test_shard_truncated_after_writing_started_leaves_nothing(tmp_path):
+  """Fails mid-way (staging arrays partly written), one line, exit 2, no output / staging / tmp folder."""
+  base = tmp_path / "base"
+  tiny_models.hf_qwen2_audio(str(base))
+  shard = _two_shards(base, tmp_path / "sharded")
+  out = tmp_path / "out" / "ckpt"
+  proc = subprocess.run([sys.executable, os.path.abspath(__file__), str(tmp_path / "sharded"), str(shard), str(out)],
+                        capture_output=True, text=True, cwd=REPO, timeout=300,
+                        env=dict(os.environ, PYTHONPATH=REPO))  # this checkout's packages, not an installed copy
+  lines = proc.stderr.strip().splitlines()
+  print(proc.returncode, lines[-3:])
+  assert proc.returncode == 2, proc.stderr[-2000:]  # -7 (SIGBUS) if the memory-mapped read is not guarded
+  assert len(lines) == 1 and lines[0].startswith("error: ")
+  assert "model-00002-of-00002.safetensors" in lines[0] and "changed size while converting" in lines[0]
+  assert not out.exists() and os.listdir(out.parent) == []  # no DIR.staging-* / DIR.tmp-* left
+
+
 def test_export_refuses_other_family_and_bad_output(tmp_path):
   base = tmp_path / "q2a"
   tiny_models.hf_qwen2_audio(str(base))
@@ -134,8 +185,16 @@ SPEC_SHAPES = {  # spec §2.7 / §3.5 / §8 (PyTorch layout)
                        "language_model.model.embed_tokens.weight": (156032, 4096),
                        "language_model.model.layers.0.mlp.gate_proj.weight": (11008, 4096),
                        "language_model.lm_head.weight": (156032, 4096)},
-    "openai-whisper": {"encoder.blocks.31.mlp.0.weight": (5120, 1280), "encoder.ln_post.bias": (1280,)},
-    "hf-whisper": {"model.encoder.conv1.weight": (1280, 128, 3), "model.encoder.layer_norm.weight": (1280,)},
+    "openai-whisper": {"encoder.blocks.31.mlp.0.weight": (5120, 1280), "encoder.ln_post.bias": (1280,),
+                       "decoder.token_embedding.weight": (51865, 1280), "decoder.positional_embedding": (448, 1280),
+                       "decoder.blocks.31.cross_attn.key.weight": (1280, 1280),
+                       "decoder.blocks.0.cross_attn.query.bias": (1280,), "decoder.blocks.0.mlp.0.weight": (5120, 1280),
+                       "decoder.ln.bias": (1280,)},
+    "hf-whisper": {"model.encoder.conv1.weight": (1280, 128, 3), "model.encoder.layer_norm.weight": (1280,),
+                   "model.decoder.embed_tokens.weight": (51866, 1280),
+                   "model.decoder.embed_positions.weight": (448, 1280),
+                   "model.decoder.layers.31.encoder_attn.k_proj.weight": (1280, 1280),
+                   "model.decoder.layers.0.fc2.weight": (1280, 5120), "model.decoder.layer_norm.weight": (1280,)},
     "hf-qwen": {"transformer.wte.weight": (151936, 4096), "transformer.h.0.attn.c_proj.weight": (4096, 4096)},
 }
 
@@ -152,10 +211,12 @@ def test_maps_cover_the_real_models_with_spec_shapes(flag):
   for name, shape in SPEC_SHAPES[flag].items():
     assert names[name] == shape, name
   # Tensor counts: 15 per encoder block + 7 top (+3 projector/bos-eos or +2 projector); 8 (v1) or 12 per
-  # LLM block + 3 top.
+  # LLM block + 3 top; Whisper's text decoder: 24 per block (15 + 9 cross-attention) + 4 top.
   n_tensors = {"hf-qwen": 32 * 8 + 3, "hf-qwen-audio": 32 * 15 + 10 + 32 * 8 + 3,
                "hf-qwen2-audio": 32 * 15 + 9 + 32 * 12 + 3}
-  assert len(names) == n_tensors.get(flag, 32 * 15 + 7)
+  assert len(names) == n_tensors.get(flag, 32 * 15 + 7 + 32 * 24 + 4)
+  if "whisper" in flag:  # Whisper's key projections have no bias (encoder, self- and cross-attention)
+    assert not any(n.endswith(("key.bias", "k_proj.bias")) for n in names)
 
 
 class _FakeSource:
@@ -171,7 +232,8 @@ class _FakeSource:
 
 def test_missing_openai_positional_buffer_is_recomputed():
   cfg = hf_configs.whisper_from_dims(dict(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=4,
-                                          n_audio_layer=2), "dims")
+                                          n_audio_layer=2, n_vocab=96, n_text_ctx=32, n_text_state=64,
+                                          n_text_head=4, n_text_layer=2), "dims")
   shapes = checkpoint_io.param_shapes(cfg)
   rules = engine.active_rules(MAPS["openai-whisper"], shapes)
   names = {r.name(i): engine.expected_source_shape(r, shapes, cfg)
@@ -186,3 +248,7 @@ def test_missing_openai_positional_buffer_is_recomputed():
   del names["encoder.ln_post.bias"]  # not optional
   with pytest.raises(ConversionError, match="missing tensor encoder.ln_post.bias"):
     engine.plan(_FakeSource(names), MAPS["openai-whisper"], cfg, shapes, "openai-whisper")
+
+
+if __name__ == "__main__":
+  _convert_while_truncating(*sys.argv[1:])

@@ -21,7 +21,7 @@ def _flat(tree, is_leaf=None):
   return {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]}
 
 
-@pytest.mark.parametrize("name", ["qwen-audio-7b", "qwen2-audio-7b", "tiny-qwen"])
+@pytest.mark.parametrize("name", ["qwen-audio-7b", "qwen2-audio-7b", "tiny-qwen", "whisper-large-v3"])
 def test_every_param_has_logical_axes(name):
   cfg = get_config(name)
   shapes = _flat(abstract_params(cfg))

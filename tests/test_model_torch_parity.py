@@ -1,5 +1,10 @@
 """Parity of the Flax model with transformers (eager attention, fp32): WhisperEncoder, Qwen2ForCausalLM,
-Qwen2AudioForConditionalGeneration. Tiny random configs; weights copied by a small mapping written here."""
+Qwen2AudioForConditionalGeneration. Tiny random configs; weights copied by a small mapping written here.
+
+Errors are relative, max|ours - ref| / max|ref|, asserted at a few times what fp32 achieves (measured on
+CPU, highest matmul precision): whisper encoder 8.1e-7, Qwen2 decoder 5.2e-7, Qwen2-Audio 1.0e-6. An
+exact -> tanh GELU swap in the encoder gives 3.5e-4 / 5.4e-4 (caught ~90x over the bound).
+"""
 
 import dataclasses
 
@@ -14,6 +19,11 @@ from qwen_audio_jax.audio import lengths as L  # noqa: E402
 from qwen_audio_jax.model import EncoderConfig, Model, ModelConfig, get_config  # noqa: E402
 
 D, HEADS, LAYERS, MLP_ENC, MLP_DEC, VOCAB = 64, 4, 2, 256, 160, 512
+ENCODER_TOL, DECODER_TOL, QWEN2_AUDIO_TOL = 4e-6, 3e-6, 5e-6  # relative; ~4-6x the measured error
+
+
+def _rel(ours, ref):
+  return float(np.max(np.abs(ours - ref)) / np.max(np.abs(ref)))
 
 
 def _randomize(module, seed):
@@ -115,9 +125,9 @@ def test_whisper_encoder_matches_transformers():
     ref = _np(hf(torch.from_numpy(mel)).last_hidden_state)
   ours = np.asarray(Model(cfg).apply({"params": params}, mel, method=Model.encode_audio))
   assert ours.shape == ref.shape == (2, 50, D)
-  rel = np.max(np.abs(ours - ref)) / np.max(np.abs(ref))
+  rel = _rel(ours, ref)
   print(f"whisper encoder: max|d|/max|ref| = {rel:.2e}")
-  assert rel <= 1e-4
+  assert rel <= ENCODER_TOL
 
 
 @pytest.mark.parametrize("kv_heads", [4, 2])
@@ -133,9 +143,9 @@ def test_qwen2_decoder_matches_transformers_left_padded(kv_heads):
                  position_ids=torch.from_numpy(_positions(mask))).logits)
   ours = np.asarray(Model(cfg).apply({"params": params}, ids, mask))
   valid = mask.astype(bool)
-  err = np.max(np.abs(ours[valid] - ref[valid]))
-  print(f"qwen2 decoder (kv_heads={kv_heads}): max|d| = {err:.2e} (logit scale {np.max(np.abs(ref)):.2f})")
-  assert err <= 1e-4
+  err = _rel(ours[valid], ref[valid])
+  print(f"qwen2 decoder (kv_heads={kv_heads}): max|d|/max|ref| = {err:.2e}")
+  assert err <= DECODER_TOL
 
 
 def test_qwen2_audio_matches_transformers():
@@ -173,6 +183,6 @@ def test_qwen2_audio_matches_transformers():
                  position_ids=torch.from_numpy(_positions(mask))).logits)
   ours = np.asarray(Model(cfg).apply({"params": params}, ids, mask, mel, t))
   valid = mask.astype(bool)
-  err = np.max(np.abs(ours[valid] - ref[valid]))
-  print(f"qwen2-audio: max|d| = {err:.2e} (logit scale {np.max(np.abs(ref)):.2f})")
-  assert err <= 1e-4
+  err = _rel(ours[valid], ref[valid])
+  print(f"qwen2-audio: max|d|/max|ref| = {err:.2e}")
+  assert err <= QWEN2_AUDIO_TOL

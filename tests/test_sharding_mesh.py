@@ -61,6 +61,8 @@ def _worker(out_path):
   except partition.ShardingError as e:
     out["check_error"] = str(e)
 
+  out["full_size"] = _full_size_report(mesh_lib, partition)
+
   # A checkpoint saved on mesh (data=4, fsdp=2) restores on (2, 1) and on one CPU device, bit for bit.
   from qwen_audio_jax.train import checkpointing
   ckpt_dir = os.path.join(os.path.dirname(out_path), "ckpt")
@@ -107,10 +109,52 @@ def _worker(out_path):
     json.dump(out, f)
 
 
+FULL_PRESET, FULL_MESH = "qwen-audio-7b", (1, 4, 2)
+MUTATIONS = {  # logical axes of a module replaced by "no sharding at all" -> the check must name it
+    "audio_projector": ("['audio_projector']['kernel']", lambda path: path[0] == "audio_projector"),
+    "mlp_gate": ("['decoder']['layers']['mlp']['gate']['kernel']", lambda path: path[:4] == (
+        "decoder", "layers", "mlp", "gate")),
+}
+
+
+def _full_size_report(mesh_lib, partition):
+  """Shardings of the full-size model's abstract params on an fsdp=4 x tensor=2 mesh (nothing allocated):
+  per-leaf bytes and split factor, the check's verdict, and its verdict on mutated logical axes."""
+  import math
+  import jax
+  from jax.sharding import PartitionSpec as P
+  from qwen_audio_jax import model as model_lib
+  cfg = model_lib.get_config(FULL_PRESET)
+  abstract, logical = model_lib.abstract_params(cfg), model_lib.logical_axes(cfg)
+  mesh = mesh_lib.make_mesh(FULL_MESH)
+  leaves = {}
+  shardings = partition.logical_to_shardings(logical, abstract, mesh)
+  for (path, leaf), sh in zip(jax.tree_util.tree_flatten_with_path(abstract)[0], jax.tree_util.tree_leaves(shardings)):
+    whole = math.prod(leaf.shape)
+    leaves[jax.tree_util.keystr(path)] = (whole * leaf.dtype.itemsize, whole // math.prod(sh.shard_shape(leaf.shape)),
+                                          whole)
+
+  def verdict(shs):
+    try:
+      partition.check_sharded(abstract, shs, 1 << 20)
+      return None
+    except partition.ShardingError as e:
+      return str(e)
+
+  out = {"leaves": leaves, "error": verdict(shardings), "mutated": {}}
+  for name, (_, hit) in MUTATIONS.items():
+    mutated = jax.tree_util.tree_map_with_path(
+        lambda path, names, hit=hit: P(*([None] * len(names))) if hit(tuple(k.key for k in path)) else names,
+        logical, is_leaf=lambda x: isinstance(x, P))
+    out["mutated"][name] = verdict(partition.logical_to_shardings(mutated, abstract, mesh))
+  return out
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
   out = tmp_path_factory.mktemp("mesh") / "report.json"
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=root,  # this checkout's package, not an installed copy
              XLA_FLAGS="--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
   proc = subprocess.run([sys.executable, __file__, str(out)], env=env, capture_output=True, text=True,
                         timeout=600)
@@ -134,6 +178,31 @@ def test_replication_check_names_the_offenders(report):
   err = report["check_error"]
   assert err is not None and "left replicated" in err
   assert "['decoder']['embed']['embedding']" in err and "['decoder']['lm_head']['kernel']" in err
+
+
+def test_full_size_model_every_big_weight_is_split(report):
+  """The check sees every weight of the real 7B model: the real rules pass it, and every leaf of at least
+  1 MiB is split; the block matrices and the projector 8 ways (fsdp x tensor), the rest at least 4 ways (the
+  155,947-row vocabulary does not divide by tensor=2). Replicated leaves are norm scales, < 2 MiB in all."""
+  r = report["full_size"]
+  from qwen_audio_jax.model import count_params, get_config
+  n_params = sum(n for _, _, n in r["leaves"].values())
+  assert n_params >= count_params(get_config(FULL_PRESET)) > 8e9  # every weight is listed
+  assert r["error"] is None, r["error"]
+  big = {p: (b, f) for p, (b, f, _) in r["leaves"].items() if b >= 1 << 20}
+  assert big and all(f >= 2 for _, f in big.values()), [p for p, (_, f) in big.items() if f < 2]
+  assert all(f >= 4 for _, f in big.values()), {p: f for p, (_, f) in big.items() if f < 4}
+  matrices = [p for p in big if p.endswith("['kernel']") and ("['layers']" in p or "projector" in p)]
+  assert len(matrices) == 14 and all(big[p][1] == 8 for p in matrices), {p: big[p] for p in matrices}
+  replicated = sum(b for b, f, _ in r["leaves"].values() if f == 1)
+  print(f"{FULL_PRESET}: {len(r['leaves'])} leaves, replicated {replicated / 2**20:.2f} MiB per device")
+  assert replicated < 2 * 2**20
+
+
+@pytest.mark.parametrize("name", sorted(MUTATIONS))
+def test_full_size_check_fails_when_a_weight_is_left_unsharded(report, name):
+  err = report["full_size"]["mutated"][name]
+  assert err is not None and "left replicated" in err and MUTATIONS[name][0] in err, err
 
 
 def test_state_created_sharded_and_equal_to_single_device(report):

@@ -116,6 +116,64 @@ def test_special_ids(tok):
   assert (tok.audio_start_id, tok.audio_end_id, tok.audio_pad_id) == (155163, 155164, 151851)
 
 
+def spec_special_table() -> dict[int, str]:
+  """All 3,522 Qwen-Audio specials written from the rows of spec §4.2 (id ranges and surface forms), not
+  from the package's tuples: a swapped, dropped or duplicated entry there fails the equality below."""
+  rows = [  # (first id, surface forms) exactly as the spec's table lists them
+      (151643, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]),
+      (151646, [f"<|extra_{i}|>" for i in range(205)]),
+      (151851, ["[[[AUDIO:modality]]]", "<|startoftranscript|>", "<|startofanalysis|>"]),
+      (151854, ["<|translate|>", "<|transcribe|>", "<|caption|>", "<|keyword|>", "<|unknown|>"]),
+      (151859, ["<|en|>", "<|zh|>", "<|de|>", "<|es|>", "<|ko|>", "<|fr|>", "<|ja|>", "<|it|>", "<|zh_tr|>"]),
+      (151868, ["<|notimestamps|>", "<|sil|>", "<|timestamps|>"]),
+      (151871, [f"<|{i * 0.01:.2f}|>" for i in range(3001)]),  # tokenization_qwen.py's own formatting
+      (154872, ["<|caption_audiocaps|>", "<|caption_clotho|>", "<|audioset_ontology|>", "<|caption_plain|>",
+                "<|itn|>", "<|wo_itn|>"]),
+      (154878, ["<|startofentityvalue|>", "<|endofentityvalue|>", "<|startofentitytype|>",
+                "<|endofentitytype|>", "<|named_entity_recognition|>"]),
+      (154883, ["<|audio_grounding|>", "<|startofword|>", "<|endofword|>", "<|delim|>"]),
+      (154887, ["<|emotion_recognition|>", "<|music_description|>", "<|note_analysis|>"]),
+      (154890, ["<|pitch|>"] + [f"<|midi_pitch_{i}|>" for i in range(128)]),
+      (155019, ["<|velocity|>"] + [f"<|midi_velocity_{i}|>" for i in range(128)]),
+      (155148, ["<|sonic|>", "<|instrument|>", "<|speaker_meta|>", "<|song_meta|>", "<|question|>", "<|answer|>",
+                "<|choice|>", "<|scene|>", "<|event|>", "<|vocal_classification|>", "<|speech_understanding|>",
+                "<|scenario|>", "<|action|>", "<|entities|>", "<|speech_edit|>"]),
+      (155163, ["<audio>", "</audio>"]),
+  ]
+  table = {}
+  for first, forms in rows:
+    for k, form in enumerate(forms):
+      assert first + k not in table, first + k
+      table[first + k] = form
+  return table
+
+
+def test_complete_special_table_matches_spec(tok):
+  table = spec_special_table()
+  assert len(table) == 3522 and sorted(table) == list(range(151643, 155165))  # the spec rows tile the range
+  assert {i: t for t, i in tok.special_tokens.items()} == table
+  for i, form in table.items():
+    assert tok.encode(form, allowed_special="all") == [i], form
+    assert tok.decode([i]) == form
+
+
+def test_qwen2_audio_special_table():
+  """Qwen2-Audio: names from transformers' Qwen2AudioProcessor defaults, <|AUDIO|> = 151646 from
+  Qwen2AudioConfig; the Qwen2 base specials and bos 151643 / eos 151645 from the hub config (spec §8);
+  <|audio_bos|> / <|audio_eos|> = 151647 / 151648 (spec §8: unverified beyond being the next two ids)."""
+  import inspect
+  from transformers import Qwen2AudioConfig, Qwen2AudioProcessor
+  defaults = {k: v.default for k, v in inspect.signature(Qwen2AudioProcessor.__init__).parameters.items()}
+  table = {151643: "<|endoftext|>", 151644: "<|im_start|>", 151645: "<|im_end|>",
+           Qwen2AudioConfig().audio_token_index: defaults["audio_token"]}
+  table.update({151647: defaults["audio_bos_token"], 151648: defaults["audio_eos_token"]})
+  tok2 = get_tokenizer("qwen2-audio")
+  assert {i: t for t, i in tok2.special_tokens.items()} == table
+  assert (tok2.eod_id, tok2.im_start_id, tok2.im_end_id) == (151643, 151644, 151645)
+  for i, form in table.items():
+    assert tok2.encode(form, allowed_special="all") == [i], form
+
+
 def test_time_tokens_match_reference_formatting(tok):
   # tokenization_qwen.py builds them as f"<|{i * 0.01:.2f}|>" for i in range(3001).
   for i in range(3001):

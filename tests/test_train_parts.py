@@ -1,11 +1,10 @@
-"""Small pieces of the trainer: SpecAugment, LR schedule, freeze patterns, the TensorBoard writer, the
-loss-curve PNG, the answer-only loss mask of real pipeline batches, and config resolution."""
+"""Small pieces of the trainer: SpecAugment, LR schedule, freeze patterns, the TensorBoard writer (read
+back with TensorBoard's own reader), the matplotlib loss-curve PNG, the answer-only loss mask of real pipeline
+batches, and config resolution."""
 
 import json
 import os
 import runpy
-import struct
-import zlib
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +12,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from qwen_audio_jax.train import freeze, optimizer, plot, specaugment, tb
+from qwen_audio_jax.train import freeze, optimizer, plot, specaugment, writers
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
@@ -74,49 +73,70 @@ def test_freeze_patterns():
     freeze.trainable_mask(params, freeze=(r"(",))
 
 
-def test_tensorboard_events_parse_as_protobuf(tmp_path):
-  from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-  assert tb.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
-  w = tb.ScalarWriter(str(tmp_path))
+def read_events(logdir):
+  """Everything TensorBoard itself reads from `logdir` (its own event reader, no TensorFlow needed)."""
+  from tensorboard.backend.event_processing import event_accumulator
+  acc = event_accumulator.EventAccumulator(str(logdir), size_guidance={k: 0 for k in (
+      event_accumulator.SCALARS, event_accumulator.HISTOGRAMS, event_accumulator.AUDIO, event_accumulator.TENSORS)})
+  acc.Reload()
+  return acc
+
+
+def test_summary_writer_events_read_back_by_tensorboard(tmp_path):
+  w = writers.open_writer(str(tmp_path))
   w.scalars(3, {"loss": 2.5, "lr": 1e-3})
   w.scalars(4, {"loss": 2.25})
+  w.histogram(4, "grad_norms/decoder", [0.5, 1.0, 1.5, float("nan")])
+  wave = 0.5 * np.sin(2 * np.pi * 440 * np.arange(1600) / 16000)
+  w.audio(4, "eval/sample_0", wave, sample_rate=16000)
+  w.text(4, "eval/answer_0", "The person says: hello")
   w.close()
-  assert tb.read_scalars(w.path) == [(3, {"loss": 2.5, "lr": pytest.approx(1e-3)}), (4, {"loss": 2.25})]
-  # Independent decode with the real protobuf library and TensorFlow's Event/Summary field numbers.
-  f = descriptor_pb2.FileDescriptorProto(name="ev.proto", package="t", syntax="proto3")
-  value = f.message_type.add(name="Value")
-  value.field.add(name="tag", number=1, type=9, label=1)
-  value.field.add(name="simple_value", number=2, type=2, label=1)
-  summary = f.message_type.add(name="Summary")
-  summary.field.add(name="value", number=1, type=11, label=3, type_name=".t.Value")
-  event = f.message_type.add(name="Event")
-  event.field.add(name="wall_time", number=1, type=1, label=1)
-  event.field.add(name="step", number=2, type=3, label=1)
-  event.field.add(name="file_version", number=3, type=9, label=1)
-  event.field.add(name="summary", number=5, type=11, label=1, type_name=".t.Summary")
-  pool = descriptor_pool.DescriptorPool()
-  pool.Add(f)
-  Event = message_factory.GetMessageClass(pool.FindMessageTypeByName("t.Event"))
-  data, pos, events = open(w.path, "rb").read(), 0, []
-  while pos < len(data):
-    (n,) = struct.unpack("<Q", data[pos:pos + 8])
-    events.append(Event.FromString(data[pos + 12:pos + 12 + n]))
-    pos += 16 + n
-  assert events[0].file_version == "brain.Event:2"
-  assert events[1].step == 3 and events[1].summary.value[0].tag == "loss"
-  assert events[1].summary.value[0].simple_value == 2.5
+  acc = read_events(tmp_path)
+  assert [(e.step, e.value) for e in acc.Scalars("loss")] == [(3, 2.5), (4, 2.25)]
+  assert [(e.step, e.value) for e in acc.Scalars("lr")] == [(3, pytest.approx(1e-3))]
+  (hist,) = acc.Histograms("grad_norms/decoder")
+  assert hist.step == 4 and hist.histogram_value.num == 3 and hist.histogram_value.sum == pytest.approx(3.0)
+  (audio,) = acc.Audio("eval/sample_0")
+  assert audio.step == 4 and audio.sample_rate == 16000 and audio.encoded_audio_string[:4] == b"RIFF"
+  import io
+  import soundfile
+  decoded, sr = soundfile.read(io.BytesIO(audio.encoded_audio_string), dtype="float32")
+  assert sr == 16000 and np.max(np.abs(decoded - wave)) < 1e-4  # 16-bit PCM
+  (text,) = acc.Tensors("eval/answer_0/text_summary")
+  assert text.step == 4 and text.tensor_proto.string_val == [b"The person says: hello"]
+  none = writers.open_writer(None)  # TensorBoard off: same API, no files
+  none.scalars(1, {"loss": 1.0})
+  none.close()
 
 
-def test_loss_curve_png(tmp_path):
+def test_tensorboardx_import_does_not_pull_in_torch():
+  import subprocess
+  import sys
+  code = ("import sys; from qwen_audio_jax.train import writers; writers._tensorboardx(); "
+          "print(any(m.split('.')[0] == 'torch' for m in sys.modules))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == "False"
+
+
+def check_matplotlib_png(path, size_px):
+  """A PNG written by matplotlib (its Software text chunk) of `size_px`; returns the RGB pixels."""
+  from PIL import Image
+  with Image.open(path) as img:
+    assert img.format == "PNG" and img.size == size_px
+    assert img.info.get("Software", "").startswith("Matplotlib version")
+    return np.asarray(img.convert("RGB"))
+
+
+def test_loss_curve_is_a_matplotlib_figure(tmp_path):
   path = tmp_path / "loss.png"
-  plot.loss_curve(str(path), [1, 2, 3, 4], [4.0, 3.0, float("nan"), 2.0], [4], [2.5], size=(200, 120))
-  data = path.read_bytes()
-  assert data[:8] == b"\x89PNG\r\n\x1a\n"
-  w, h = struct.unpack(">II", data[16:24])
-  assert (w, h) == (200, 120)
-  idat = data[data.index(b"IDAT") + 4:data.index(b"IEND") - 8]
-  raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + 3 * w)[:, 1:].reshape(h, w, 3)
-  assert ((raw == plot.BLUE).all(-1)).sum() > 50 and ((raw == plot.RED).all(-1)).sum() > 0
+  plot.loss_curve(str(path), [1, 2, 3, 4], [4.0, 3.0, float("nan"), 2.0], [2, 4], [3.5, 2.5], size=(4, 3), dpi=100)
+  rgb = check_matplotlib_png(path, (400, 300)).astype(int)
+  near = lambda color: (np.abs(rgb - np.array(color)).sum(-1) < 30).sum()
+  assert near((31, 119, 180)) > 100 and near((214, 39, 40)) > 100  # matplotlib's tab:blue / tab:red curves
+  assert ((rgb < 60).all(-1)).sum() > 200  # black text: tick labels, axis labels, title, legend
+  empty = tmp_path / "empty.png"
+  plot.loss_curve(str(empty), [], [])
+  check_matplotlib_png(empty, (800, 500))
 
 
 def test_pipeline_loss_mask_covers_exactly_the_answer_tokens():
@@ -143,6 +163,8 @@ def test_configs_resolve():
     cfg = runpy.run_path(os.path.join(CONFIGS, f"{name}.py"))["get_config"]()
     mcfg = model_fns.resolve_model_config(cfg.model)
     assert mcfg.family in ("qwen-audio", "qwen2-audio")
+    if "7b" in name:  # 1024 = 128 x tensor for tensor <= 8: embedding and lm_head split over tensor
+      assert mcfg.decoder.vocab_pad_to == 1024 and all(mcfg.decoder.padded_vocab % (128 * t) == 0 for t in (2, 4, 8))
     json.loads(cfg.to_json_best_effort())
   pre = runpy.run_path(os.path.join(CONFIGS, "qwen_audio_7b_pretrain.py"))["get_config"]()
   assert model_fns.resolve_model_config(pre.model).dtype == "bfloat16"

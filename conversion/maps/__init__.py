@@ -15,10 +15,12 @@ QWEN2_AUDIO_EXTRA = (
 
 MAPS: dict[str, NameMap] = {
     "openai-whisper": NameMap(
-        family="whisper", rules=whisper.encoder_rules("encoder.", "openai"), carry=(r"^decoder\.",)),
+        family="whisper",
+        rules=whisper.encoder_rules("encoder.", "openai") + whisper.decoder_rules("decoder.", "openai")),
     "hf-whisper": NameMap(
-        family="whisper", rules=whisper.encoder_rules("model.encoder.", "hf"),
-        carry=(r"^model\.decoder\.", r"^proj_out\.")),
+        family="whisper",
+        rules=whisper.encoder_rules("model.encoder.", "hf") + whisper.decoder_rules("model.decoder.", "hf"),
+        carry=(r"^proj_out\.weight\Z",), tied=whisper.HF_TIED),
     "hf-qwen": NameMap(family="qwen", rules=qwen.v1_rules(), carry=qwen.V1_BUFFERS),
     "hf-qwen-audio": NameMap(
         family="qwen-audio",

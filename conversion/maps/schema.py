@@ -42,12 +42,15 @@ class NameMap:
   carry: regexes (re.search) of tensors the JAX model does not use; stored untouched for export.
   aliases: (regex, replacement) applied to source names before matching (other spellings of the
     same checkpoint, e.g. transformers-5 in-memory names); export always writes the canonical names.
+  tied: (name, other) pairs: tensor `name` (carried) repeats source tensor `other` (a tied output
+    projection); conversion refuses a source where they differ.
   """
 
   family: str
   rules: tuple[Rule, ...]
   carry: tuple[str, ...] = ()
   aliases: tuple[tuple[str, str], ...] = ()
+  tied: tuple[tuple[str, str], ...] = ()
 
 
 def prefixed(prefix: str, table, layer_prefix: str = "", path_prefix: str = "") -> tuple[Rule, ...]:

@@ -1,6 +1,6 @@
-"""Whisper encoder tables (spec §2.7): openai/Qwen-Audio-v1 naming and transformers naming.
+"""Whisper tables (spec §2.7): encoder and text decoder, openai/Qwen-Audio-v1 naming and transformers naming.
 
-Rows: (openai suffix, transformers suffix, param path under `audio_encoder`, transform[, default]).
+Rows: (openai suffix, transformers suffix, param path under `audio_encoder` / `text_decoder`, transform[, default]).
 """
 
 from conversion.maps.schema import LAYER, prefixed
@@ -34,24 +34,29 @@ ENCODER_BLOCK = (
     ("mlp_ln.bias", "final_layer_norm.bias", "mlp_ln/bias", "identity"),
 )
 
-# Extra decoder-block tensors (cross-attention), for renaming the carried Whisper text decoder.
-DECODER_BLOCK_EXTRA = (
-    ("cross_attn.query.weight", "encoder_attn.q_proj.weight"),
-    ("cross_attn.query.bias", "encoder_attn.q_proj.bias"),
-    ("cross_attn.key.weight", "encoder_attn.k_proj.weight"),
-    ("cross_attn.value.weight", "encoder_attn.v_proj.weight"),
-    ("cross_attn.value.bias", "encoder_attn.v_proj.bias"),
-    ("cross_attn.out.weight", "encoder_attn.out_proj.weight"),
-    ("cross_attn.out.bias", "encoder_attn.out_proj.bias"),
-    ("cross_attn_ln.weight", "encoder_attn_layer_norm.weight"),
-    ("cross_attn_ln.bias", "encoder_attn_layer_norm.bias"),
+# Text decoder: a block = ENCODER_BLOCK (its self-attention) + cross-attention; key projections have no bias.
+DECODER_CROSS = (
+    ("cross_attn.query.weight", "encoder_attn.q_proj.weight", "cross_attn/query/kernel", "linear"),
+    ("cross_attn.query.bias", "encoder_attn.q_proj.bias", "cross_attn/query/bias", "identity"),
+    ("cross_attn.key.weight", "encoder_attn.k_proj.weight", "cross_attn/key/kernel", "linear"),
+    ("cross_attn.value.weight", "encoder_attn.v_proj.weight", "cross_attn/value/kernel", "linear"),
+    ("cross_attn.value.bias", "encoder_attn.v_proj.bias", "cross_attn/value/bias", "identity"),
+    ("cross_attn.out.weight", "encoder_attn.out_proj.weight", "cross_attn/out/kernel", "linear"),
+    ("cross_attn.out.bias", "encoder_attn.out_proj.bias", "cross_attn/out/bias", "identity"),
+    ("cross_attn_ln.weight", "encoder_attn_layer_norm.weight", "cross_attn_ln/scale", "identity"),
+    ("cross_attn_ln.bias", "encoder_attn_layer_norm.bias", "cross_attn_ln/bias", "identity"),
 )
-DECODER_TOP = (
-    ("token_embedding.weight", "embed_tokens.weight"),
-    ("positional_embedding", "embed_positions.weight"),
-    ("ln.weight", "layer_norm.weight"),
-    ("ln.bias", "layer_norm.bias"),
+DECODER_TOP = (  # the output projection is tied to token_embedding (transformers' proj_out.weight)
+    ("token_embedding.weight", "embed_tokens.weight", "embed/embedding", "identity"),
+    ("positional_embedding", "embed_positions.weight", "embed_positions", "identity"),
+    ("ln.weight", "layer_norm.weight", "ln/scale", "identity"),
+    ("ln.bias", "layer_norm.bias", "ln/bias", "identity"),
 )
+DECODER_BLOCK = ENCODER_BLOCK + DECODER_CROSS
+# Tensors that repeat another one: (name, the tensor it must equal). Carried for a bit-exact export.
+HF_TIED = (("proj_out.weight", "model.decoder.embed_tokens.weight"),)
+# Text-decoder tensors per naming (dropped by --source=compose, which keeps only the encoder).
+TEXT_DECODER_TENSORS = {"openai-whisper": (r"^decoder\.",), "hf-whisper": (r"^model\.decoder\.", r"^proj_out\.")}
 
 
 def encoder_rules(prefix: str, naming: str):
@@ -70,9 +75,19 @@ def encoder_rules(prefix: str, naming: str):
           + prefixed(prefix, block, layer_prefix=blocks + LAYER + ".", path_prefix="audio_encoder/layers/"))
 
 
+def decoder_rules(prefix: str, naming: str):
+  """Text-decoder rules under `prefix` ("decoder." openai, "model.decoder." transformers)."""
+  col, blocks = (0, "blocks.") if naming == "openai" else (1, "layers.")
+  top = [(row[col], row[2], row[3]) for row in DECODER_TOP]
+  block = [(row[col], row[2], row[3]) for row in DECODER_BLOCK]
+  return (prefixed(prefix, top, path_prefix="text_decoder/")
+          + prefixed(prefix, block, layer_prefix=blocks + LAYER + ".", path_prefix="text_decoder/layers/"))
+
+
 def decoder_renames() -> tuple[tuple[str, str], ...]:
-  """openai `decoder.*` <-> transformers `model.decoder.*` names (patterns with {i})."""
-  pairs = [("decoder." + a, "model.decoder." + b) for a, b in DECODER_TOP]
-  for row in ENCODER_BLOCK + DECODER_BLOCK_EXTRA:
+  """openai `decoder.*` <-> transformers `model.decoder.*` names (patterns with {i}); used to export the text
+  decoder that older (encoder-only) conversions carried in carried.safetensors."""
+  pairs = [("decoder." + row[0], "model.decoder." + row[1]) for row in DECODER_TOP]
+  for row in DECODER_BLOCK:
     pairs.append((f"decoder.blocks.{LAYER}.{row[0]}", f"model.decoder.layers.{LAYER}.{row[1]}"))
   return tuple(pairs)

@@ -4,7 +4,8 @@ Qwen-Audio sees at most 30 s per `<audio>` (480 000 samples, 750 tokens). The re
 the first 30 s; here the caller chooses:
   "error"    raise `AudioError` naming the duration and the 30 s limit (default);
   "truncate" keep the first 30 s, warn, and record `truncated=True`;
-  "chunk"    consecutive 30 s windows (the last one shorter), each with its offset.
+  "chunk"    30 s windows every 30 - overlap_s seconds (the last one shorter), each with its offset;
+             with overlap_s > 0 consecutive windows share overlap_s seconds (callers de-duplicate).
 Every clip's `ClipInfo` carries its true duration and the token arithmetic of `lengths.py` per window.
 """
 
@@ -78,26 +79,32 @@ def _window(start: int, n_samples: int, family: str) -> ClipWindow:
 
 
 def prepare_clip(audio: np.ndarray, policy: Policy = "error", source: str = "<array>",
-                 family: str = "qwen-audio") -> tuple[list[np.ndarray], ClipInfo]:
+                 family: str = "qwen-audio", overlap_s: float = 0.0) -> tuple[list[np.ndarray], ClipInfo]:
   """Splits 16 kHz mono audio into ≤30 s segments under `policy`; returns (segments, info).
 
   Segments are unpadded views of `audio`; `log_mel_spectrogram` pads each to 30 s. `family` selects the
   model family's mel-frame rounding for the per-window token arithmetic (see `lengths.mel_frames`).
+  `overlap_s` (policy "chunk" only): seconds shared by consecutive windows, in [0, 15].
   """
   if policy not in POLICIES:
     raise ValueError(f"unknown long-audio policy {policy!r}; use one of {POLICIES}")
+  if not 0.0 <= overlap_s <= CHUNK_SECONDS / 2:
+    raise ValueError(f"chunk overlap {overlap_s} s must be in [0, {CHUNK_SECONDS / 2}]")
   audio = check_waveform(audio, source)
   total = audio.shape[0]
   duration = total / SAMPLE_RATE
   too_long = total > N_SAMPLES
   if too_long and policy == "error":
     raise AudioError(f"{source}: audio is {duration:.2f} s, over the {CHUNK_SECONDS} s limit "
-                     "(choose policy='truncate' or policy='chunk')")
+                     "(choose the long-audio policy 'truncate' or 'chunk', e.g. --long_audio=chunk)")
   if too_long and policy == "truncate":
     warnings.warn(f"{source}: {duration:.2f} s audio truncated to the first {CHUNK_SECONDS} s",
                   stacklevel=2)
   stop = N_SAMPLES if policy == "truncate" else total
-  starts = range(0, min(stop, total), N_SAMPLES)
+  hop = N_SAMPLES - int(round(overlap_s * SAMPLE_RATE)) if policy == "chunk" else N_SAMPLES
+  starts = [0]
+  while starts[-1] + N_SAMPLES < min(stop, total):
+    starts.append(starts[-1] + hop)
   segments = [audio[s:min(s + N_SAMPLES, stop)] for s in starts]
   info = ClipInfo(source=source, duration_s=duration, n_samples=total, policy=policy,
                   truncated=too_long and policy == "truncate",

@@ -16,15 +16,31 @@ Fields (defaults in `default_config()`):
   worker_buffer_size  batches buffered per worker
   num_threads         grain ReadOptions.num_threads (threads per process producing batches; 0: none)
   prefetch_buffer_size  grain ReadOptions.prefetch_buffer_size (batches)
-  sources             list of dicts, one per dataset in the mixture:
+  train_manifest      comma-separated jsonl manifests to train on, e.g. "a.jsonl,b.jsonl"; each file's kind
+                      (task / Qwen-Audio eval / conversations) is detected from its fields. With `corpus`,
+                      replaces `sources`.
+  train_weights       comma-separated mixture weights, one per train_manifest entry then per corpus entry
+                      ("" = equal weights)
+  corpus              comma-separated corpora in their published layout: NAME:DIR[:SPLIT[+SPLIT]], e.g.
+                      "librispeech:/data/LibriSpeech:train-clean-100" (NAME from `sources` below)
+  eval_manifest       comma-separated jsonl manifests for the held-out loss
+  eval_corpus         comma-separated NAME:DIR:SPLIT corpora for the held-out loss
+  eval_sources        list of source dicts for the held-out loss (config files). Evaluation data is only
+                      ever what these three fields name; without them, only the built-in synthetic set
+                      is evaluated on its own held-out split (see `eval_entries`).
+  sources             list of dicts, one per dataset in the mixture (config files; the scalar fields
+                      above are the command-line way):
       name       "synthetic" | "librispeech" | "aishell1" | "clotho" | "cochlscene" | "vocalsound"
-                 | "meld" | "jsonl" (general task manifest) | "eval_jsonl" (Qwen-Audio eval manifest)
+                 | "meld" | "manifest" (jsonl, kind detected) | "jsonl" (general task manifest)
+                 | "eval_jsonl" (Qwen-Audio eval manifest)
+                 | "conversations" (chat SFT jsonl, see data/conversations.py; rendered in `family`'s chat format)
       weight     mixture weight (> 0), relative to the other sources
       split      split name; "a+b" concatenates splits (corpora and synthetic)
       manual_dir corpus folder in its published layout (read directly), or
       data_dir   folder of TFDS array_record files made by `python -m qwen_audio_jax.data.prepare`
                  (takes precedence over manual_dir)
-      path       jsonl file(s) for "jsonl"/"eval_jsonl" (a str or a list of str)
+      path       jsonl file(s) for "manifest"/"jsonl"/"eval_jsonl"/"conversations" (a str or a list of str)
+      loss_on    conversations only: "assistant" (default; answers + their <|im_end|>\n) | "qwen_finetune"
       tasks      synthetic only: subset of synthetic.TASKS (default: all five, equal weight)
       size       synthetic only: examples per task in the split (default 10000)
       seed       synthetic only: generation seed (default 0; independent of the shuffle seed)
@@ -59,15 +75,88 @@ def default_config() -> ml_collections.ConfigDict:
   c.worker_buffer_size = 2
   c.num_threads = 0
   c.prefetch_buffer_size = 2
+  c.train_manifest = ""
+  c.train_weights = ""
+  c.corpus = ""
+  c.eval_manifest = ""
+  c.eval_corpus = ""
+  c.eval_sources = []
   c.sources = [dict(name="synthetic", weight=1.0, split="train", size=10000)]
   return c
 
 
+def _items(text: str) -> list[str]:
+  return [part.strip() for part in str(text or "").split(",") if part.strip()]
+
+
+def _corpus_entry(spec: str, field: str, need_split: bool) -> dict[str, Any]:
+  """NAME:DIR[:SPLIT] -> a source entry (a DIR containing ':' such as gs://... keeps it)."""
+  name, sep, rest = spec.partition(":")
+  if not sep or not rest:
+    raise DataConfigError(f"data config: {field}={spec!r}; use NAME:DIR[:SPLIT], e.g. "
+                          "librispeech:/data/LibriSpeech:train-clean-100")
+  folder, sep, split = rest.rpartition(":")
+  if not sep or "/" in split or not folder or folder.endswith(":/"):
+    folder, split = rest, ""
+  if need_split and not split:
+    raise DataConfigError(f"data config: {field}={spec!r} needs a split (NAME:DIR:SPLIT)")
+  from qwen_audio_jax.data.corpora import CORPORA  # pylint: disable=import-outside-toplevel
+  if name not in CORPORA:
+    raise DataConfigError(f"data config: {field}={spec!r}: unknown corpus {name!r}; known: "
+                          f"{', '.join(sorted(CORPORA))} (jsonl files go in *_manifest)")
+  return dict(name=name, manual_dir=folder, **({"split": split} if split else {}))
+
+
+def _weights(config, n: int) -> list[float]:
+  text = str(config.get("train_weights", "") or "")
+  if not text:
+    return [1.0] * n
+  try:
+    weights = [float(w) for w in _items(text)]
+  except ValueError:
+    raise DataConfigError(f"data config: train_weights={text!r} must be comma-separated numbers") from None
+  if len(weights) != n:
+    raise DataConfigError(f"data config: train_weights has {len(weights)} value(s) but train_manifest + "
+                          f"corpus name {n} source(s)")
+  return weights
+
+
+def flag_entries(config) -> list[dict[str, Any]] | None:
+  """Training sources named by train_manifest / corpus (None when both are empty)."""
+  manifests = _items(config.get("train_manifest", ""))
+  corpora = [_corpus_entry(c, "corpus", False) for c in _items(config.get("corpus", ""))]
+  if not manifests and not corpora:
+    if config.get("train_weights"):
+      raise DataConfigError("data config: train_weights is set but train_manifest and corpus are empty")
+    return None
+  entries = [dict(name="manifest", path=p) for p in manifests] + corpora
+  for entry, weight in zip(entries, _weights(config, len(entries))):
+    entry["weight"] = weight
+  return entries
+
+
+def eval_entries(config, default_split: str = "validation") -> list[dict[str, Any]] | None:
+  """Sources of the held-out loss: eval_manifest + eval_corpus, else eval_sources, else the built-in
+  synthetic training sources' `default_split` (a real held-out split); None = no evaluation data."""
+  named = [dict(name="manifest", path=p) for p in _items(config.get("eval_manifest", ""))]
+  named += [_corpus_entry(c, "eval_corpus", True) for c in _items(config.get("eval_corpus", ""))]
+  if named:
+    return named
+  if config.get("eval_sources"):
+    return [dict(entry) for entry in config.eval_sources]
+  if flag_entries(config) is None and config.sources and all(
+      dict(e).get("name") == "synthetic" for e in config.sources):
+    return [dict(dict(e), split=default_split) for e in config.sources]
+  return None
+
+
 def source_entries(config) -> list[dict[str, Any]]:
-  """The `sources` list as plain dicts, validated."""
-  entries = [dict(entry) for entry in config.sources]
+  """The training sources as plain dicts (train_manifest/corpus if set, else `sources`), validated."""
+  flagged = flag_entries(config)
+  entries = flagged if flagged is not None else [dict(entry) for entry in config.sources]
   if not entries:
-    raise DataConfigError("data config: 'sources' is empty; give at least one source")
+    raise DataConfigError("data config: no training data; set data.train_manifest=FILE.jsonl[,...] or "
+                          "data.corpus=NAME:DIR[:SPLIT] (or data.sources in a config file)")
   for k, entry in enumerate(entries):
     if "name" not in entry:
       raise DataConfigError(f"data config: sources[{k}] has no 'name'")
@@ -91,6 +180,7 @@ def validate(config) -> None:
   if config.family not in ("qwen-audio", "qwen2-audio"):
     raise DataConfigError(f"data config: family={config.family!r}; use 'qwen-audio' or 'qwen2-audio'")
   source_entries(config)
+  eval_entries(config)
 
 
 def as_config(config: ml_collections.ConfigDict | Mapping[str, Any] | None) -> ml_collections.ConfigDict:

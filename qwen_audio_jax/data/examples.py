@@ -19,6 +19,8 @@ from qwen_audio_jax.audio.load import load_audio
 from qwen_audio_jax.audio.long_audio import prepare_clip
 from qwen_audio_jax.data.records import describe
 from qwen_audio_jax.prompts import build_training_example, expand_audio, task_fields, task_tags
+from qwen_audio_jax.prompts.conversation import build_chat_example, conversation_audios
+from qwen_audio_jax.prompts.qwen2_tasks import qwen2_task_prompt
 from qwen_audio_jax.tokenizer import get_tokenizer
 
 QWEN2_AUDIO_SLOT = "<|audio_bos|><|AUDIO|><|audio_eos|>"
@@ -85,15 +87,16 @@ class ExampleEncoder:
 
   # --- text --------------------------------------------------------------------------------
   def prompt_text(self, record: dict) -> str:
-    """The tag prompt (Qwen-Audio) or the record's own prompt, without the audio part."""
+    """The record's own prompt, else the task's tag prompt (Qwen-Audio) or natural-language prompt
+    (Qwen2-Audio, `prompts/qwen2_tasks.py`), without the audio part."""
     if record.get("prompt"):
       return record["prompt"]
-    if self.family != "qwen-audio":
-      raise ValueError(f"{describe(record)}: family {self.family!r} has no tag prompts; give the "
-                       "record a 'prompt'")
     values = {"lang": record["lang"], "src": record["lang"], "tgt": record["text_lang"],
               "question": record["question"]}
-    return task_tags(record["task"], **{k: values[k] for k in task_fields(record["task"])})
+    fields = {k: values[k] for k in task_fields(record["task"])}
+    if self.family != "qwen-audio":  # Qwen2-Audio: natural-language prompts (prompts/qwen2_tasks.py)
+      return qwen2_task_prompt(record["task"], **fields)
+    return task_tags(record["task"], **fields)
 
   def prompt_ids(self, record: dict, audio_tokens: list[int]) -> list[int]:
     """Audio span(s) expanded to n placeholders each, then the prompt."""
@@ -112,9 +115,55 @@ class ExampleEncoder:
       answer = answer[len(forced.group(0)):]  # SRWT prompts already force the first time token
     return self.tokenizer.encode(answer, allowed_special=self.text_specials)
 
+  # --- conversations (chat SFT) -----------------------------------------------------------
+  def conversation_audio(self, record: dict):
+    """One ≤30 s window per audio of the conversation (none for text-only): (segments, infos)."""
+    name, segments, infos = describe(record), [], []
+    paths = conversation_audios(record["messages"])
+    if len(paths) > self.max_audios:
+      raise ValueError(f"{name}: {len(paths)} audios in the conversation but max_audios={self.max_audios}")
+    for k, path in enumerate(paths):
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        windows, info = prepare_clip(load_audio(path), policy=self.long_audio, source=f"{name} audio {k + 1}",
+                                     family=self.family)
+      if len(windows) != 1:
+        raise ValueError(f"{name}: audio {k + 1} ({path}) is {info.duration_s:.1f} s; a conversation takes one "
+                         "30 s window per audio (use long_audio='truncate' or cut it)")
+      segments.append(windows[0])
+      infos.append(info)
+    return segments, infos
+
+  def encode_conversation(self, record: dict, *, with_answer: bool = True) -> Encoded:
+    """A chat SFT example (loss on assistant turns, prompts/conversation.py) or, without answer, the
+    conversation up to its last assistant turn followed by the generation prompt."""
+    segments, infos = self.conversation_audio(record)
+    counts = [info.windows[0].audio_tokens for info in infos]
+    messages = record["messages"]
+    if with_answer:
+      example = build_chat_example(self.tokenizer, messages, counts, record.get("loss_on", "assistant"),
+                                   max_length=self.max_tokens)
+      ids, mask = example.ids, example.loss_mask
+      prompt_length = int(np.argmax(mask)) if mask.any() else len(ids)
+    else:
+      last = max(k for k, m in enumerate(messages) if m["role"] == "assistant")
+      context = build_chat_example(self.tokenizer, messages[:last] + [{"role": "assistant", "content": "x"}],
+                                   counts[:len(conversation_audios(messages[:last]))])
+      ids = context.ids[:int(np.argmax(context.loss_mask))]  # up to "<|im_start|>assistant\n"
+      if self.max_tokens is not None and len(ids) > self.max_tokens:
+        raise ValueError(f"{describe(record)}: prompt of {len(ids)} tokens > {self.max_tokens}")
+      mask, prompt_length = np.zeros(len(ids), np.int32), len(ids)
+    return Encoded(ids=np.asarray(ids, np.int32), loss_mask=np.asarray(mask, np.int32), prompt_length=prompt_length,
+                   waveforms=[np.asarray(s, np.float32) for s in segments],
+                   encoder_frames=[info.windows[0].encoder_frames for info in infos],
+                   audio_seconds=float(sum(info.duration_s for info in infos)),
+                   truncated=any(info.truncated for info in infos))
+
   # --- whole examples ----------------------------------------------------------------------
   def encode(self, record: dict, *, with_answer: bool = True) -> Encoded:
     """Training example (prompt + answer + eod, masked) or, without answer, an eval prompt."""
+    if "messages" in record:
+      return self.encode_conversation(record, with_answer=with_answer)
     segments, info = self.audio(record)
     audio_tokens = [w.audio_tokens for w in info.windows]
     prompt = self.prompt_ids(record, audio_tokens)

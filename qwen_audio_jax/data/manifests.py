@@ -9,6 +9,9 @@ General format (training or eval; built into a prompt by the prompt builders fro
   `answer` is accepted as an alias of `text` (AQA / classification manifests).
 Relative audio paths are resolved against the manifest's folder. A malformed line raises
 `ManifestError` naming the file, the line number and the cause.
+
+`read_manifest` detects a file's kind from the fields of its first record (`MANIFEST_KINDS`, first
+match wins); adding a kind is one row there.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+from typing import Callable, NamedTuple
 
 from qwen_audio_jax.data.records import RecordError, make_record
 
@@ -121,3 +125,48 @@ def write_eval_jsonl(path, rows) -> None:
   with open(path, "w", encoding="utf-8") as f:
     for row in rows:
       f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+class ManifestKind(NamedTuple):
+  name: str
+  fields: frozenset[str]  # a record with all of these fields is of this kind
+  read: Callable[..., list[dict]]
+
+
+def read_conversations(path) -> list[dict]:
+  """Chat SFT conversations (data/conversations.py; imported here lazily: it builds on this module)."""
+  from qwen_audio_jax.data.conversations import read_conversations_jsonl  # pylint: disable=import-outside-toplevel
+  return read_conversations_jsonl(path)
+
+
+MANIFEST_KINDS: list[ManifestKind] = [
+    ManifestKind("eval", frozenset({"audio", "prompt", "gt"}), read_eval_jsonl),
+    ManifestKind("task", frozenset({"audio", "task"}), read_task_jsonl),
+    ManifestKind("conversations", frozenset({"messages"}), read_conversations),
+    ManifestKind("conversations", frozenset({"conversations"}), read_conversations),
+]
+CHATML_LINE = ManifestKind("conversations", frozenset(), read_conversations)  # sft_sample.txt-style lines
+
+
+def manifest_kind(path) -> ManifestKind:
+  """The kind of a jsonl manifest, from the fields of its first record."""
+  path = pathlib.Path(path)
+  if path.is_file():
+    with open(path, encoding="utf-8") as f:
+      first = next((line for line in f if line.strip()), "")
+    if first.lstrip().startswith("<|im_start|>"):
+      return CHATML_LINE
+  for number, obj in _lines(path):
+    if not isinstance(obj, dict):
+      raise ManifestError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
+    for kind in MANIFEST_KINDS:
+      if kind.fields <= set(obj):
+        return kind
+    wanted = "; ".join(f"{k.name}: {sorted(k.fields)}" for k in MANIFEST_KINDS)
+    raise ManifestError(f"{path}:{number}: fields {sorted(obj)} match no manifest kind ({wanted})")
+  raise ManifestError(f"{path}: manifest has no records")
+
+
+def read_manifest(path) -> list[dict]:
+  """Records of a jsonl manifest of any kind in `MANIFEST_KINDS` (detected per file)."""
+  return manifest_kind(path).read(path)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import zlib
 from typing import Any, Callable
 
@@ -108,8 +109,10 @@ class BatchBuilder:
 
 
 def _worker_init(worker_index: int, worker_count: int) -> None:
-  """grain worker processes decode and compute mels on CPU only (never grab the accelerator)."""
+  """grain worker processes decode and compute mels on CPU only (never grab the accelerator), and leave
+  Ctrl-C to the trainer (which checkpoints at the next step boundary)."""
   del worker_index, worker_count
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
   os.environ["JAX_PLATFORMS"] = "cpu"
   jax.config.update("jax_platforms", "cpu")
 

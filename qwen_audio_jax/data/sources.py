@@ -10,12 +10,12 @@ from typing import Any, Mapping, Sequence
 
 import grain
 
-from qwen_audio_jax.data import manifests, synthetic
+from qwen_audio_jax.data import conversations, manifests, synthetic
 from qwen_audio_jax.data.config import DataConfigError
 from qwen_audio_jax.data.corpora import CORPORA
 
 DEFAULT_SYNTHETIC_SIZE = 10000
-SOURCE_NAMES = ("synthetic", *CORPORA, "jsonl", "eval_jsonl")
+SOURCE_NAMES = ("synthetic", *CORPORA, "manifest", "jsonl", "eval_jsonl", "conversations")
 
 
 def _splits(entry: Mapping[str, Any], default: str) -> list[str]:
@@ -59,10 +59,15 @@ def record_parts(entry: Mapping[str, Any]) -> list[Any]:
     return _synthetic(entry)
   if name in CORPORA:
     return _corpus(entry)
+  if name == "manifest":
+    return [manifests.read_manifest(p) for p in _paths(entry)]
   if name == "jsonl":
     return [manifests.read_task_jsonl(p) for p in _paths(entry)]
   if name == "eval_jsonl":
     return [manifests.read_eval_jsonl(p) for p in _paths(entry)]
+  if name == "conversations":
+    loss_on = str(entry.get("loss_on", "assistant"))
+    return [conversations.read_conversations_jsonl(p, loss_on) for p in _paths(entry)]
   raise DataConfigError(f"data config: unknown source name {name!r}; known: {', '.join(SOURCE_NAMES)}")
 
 

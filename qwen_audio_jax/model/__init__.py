@@ -1,9 +1,10 @@
-"""The model: configs, the Flax Linen modules, parameter trees, KV cache and loss."""
+"""The model: configs, the Flax Linen modules, parameter trees, KV cache, loss and Whisper decoding."""
 
-from qwen_audio_jax.model.config import (PRESETS, DecoderConfig, EncoderConfig, ModelConfig, from_dict, get_config,
-                                         to_dict)
+from qwen_audio_jax.model import whisper_decode
+from qwen_audio_jax.model.config import (PRESETS, DecoderConfig, EncoderConfig, ModelConfig, WhisperDecoderConfig,
+                                         from_dict, get_config, to_dict, unpadded)
 from qwen_audio_jax.model.kv_cache import KVCache, abstract_cache, init_cache
-from qwen_audio_jax.model.loss import loss_fn
+from qwen_audio_jax.model.loss import chunked_loss, loss_fn
 from qwen_audio_jax.model.multimodal import Model, check_config, forward
 from qwen_audio_jax.model.params import abstract_params, count_params, init_params, logical_axes
 from qwen_audio_jax.model.splice import AudioPlaceholderError, check_audio_placeholders
@@ -16,10 +17,12 @@ __all__ = [
     "Model",
     "ModelConfig",
     "PRESETS",
+    "WhisperDecoderConfig",
     "abstract_cache",
     "abstract_params",
     "check_audio_placeholders",
     "check_config",
+    "chunked_loss",
     "count_params",
     "forward",
     "from_dict",
@@ -29,4 +32,6 @@ __all__ = [
     "logical_axes",
     "loss_fn",
     "to_dict",
+    "whisper_decode",
+    "unpadded",
 ]

@@ -57,6 +57,39 @@ class DecoderConfig:
   dynamic_ntk: bool = True
   logn_attn: bool = True
   qkv_bias: bool = True
+  # Rows of the embedding and lm_head are vocab_size rounded up to a multiple of this (1 = no padding),
+  # so that a `tensor` mesh axis divides them (128 x tensor keeps every shard 128-aligned). Padded rows
+  # are never looked up, their logits are masked in the loss and sliced off every returned output.
+  vocab_pad_to: int = 1
+
+  @property
+  def padded_vocab(self) -> int:
+    """Rows of the embedding table and columns of lm_head (vocab_size rounded up to vocab_pad_to)."""
+    if self.vocab_pad_to < 1:
+      raise ValueError(f"DecoderConfig.vocab_pad_to must be >= 1, got {self.vocab_pad_to}")
+    return -(-self.vocab_size // self.vocab_pad_to) * self.vocab_pad_to
+
+
+@dataclasses.dataclass(frozen=True)
+class WhisperDecoderConfig:
+  """Whisper's text decoder (openai `TextDecoder`, transformers `WhisperDecoder`).
+
+  Pre-LN blocks: causal self-attention, cross-attention over the encoder output, GELU MLP; learned
+  positions [n_ctx, d_model]; output projection tied to the token embedding. `d_model` must equal the
+  encoder's (cross-attention keys/values are projections of the encoder output).
+  """
+
+  vocab_size: int = 51865  # 51864 English-only, 51865 multilingual, 51866 large-v3
+  n_ctx: int = 448  # learned positions = most tokens (prompt + generated) one decode can hold
+  d_model: int = 1280
+  n_heads: int = 20
+  n_layers: int = 32
+  mlp_dim: int = 5120
+  ln_eps: float = 1e-5
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.n_heads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +99,8 @@ class ModelConfig:
   family: Family = "qwen-audio"
   encoder: EncoderConfig | None = dataclasses.field(default_factory=EncoderConfig)
   decoder: DecoderConfig | None = dataclasses.field(default_factory=DecoderConfig)
+  # Whisper's own text decoder (family "whisper" only); None = encoder-only (older converted checkpoints).
+  text_decoder: WhisperDecoderConfig | None = None
   # Audio ids in the LLM sequence.
   audio_start_id: int = 155163  # v1 `<audio>`; `</audio>` = start + 1
   audio_end_id: int = 155164
@@ -76,7 +111,7 @@ class ModelConfig:
   dtype: str = "float32"  # compute dtype of matmuls/activations
   param_dtype: str = "float32"  # stored dtype of every parameter without a tower override below
   encoder_param_dtype: str | None = None  # audio_encoder params (None: param_dtype), e.g. bf16 when frozen
-  decoder_param_dtype: str | None = None  # decoder (LLM) params (None: param_dtype)
+  decoder_param_dtype: str | None = None  # decoder (LLM) / Whisper text_decoder params (None: param_dtype)
   matmul_precision: Literal["default", "high", "highest"] = "default"
   # Rematerialisation of each scanned layer: names in layers.REMAT_POLICIES.
   remat_policy: Literal["none", "full", "minimal", "save_dot_except_mlpwi", "save_dot_except_mlp",
@@ -84,6 +119,11 @@ class ModelConfig:
   # Attention implementation (model/attention.py): auto | xla | chunked | cudnn | splash.
   attention: Literal["auto", "xla", "chunked", "cudnn", "splash"] = "auto"
   attention_chunk: int = 256  # query/key block of "chunked" (about; 1500 frames -> 250; best measured on CPU)
+  # Training loss (model/loss.py): the lm_head and cross-entropy run over blocks of about this many
+  # vocabulary columns, so [B, S, V] logits never exist (<= 0: one block); optionally also over blocks
+  # of `loss_chunk` sequence positions (0: whole sequence; each block then re-reduces the lm_head grad).
+  loss_vocab_block: int = 8192
+  loss_chunk: int = 0
 
   def replace(self, **kw) -> "ModelConfig":
     return dataclasses.replace(self, **kw)
@@ -98,19 +138,24 @@ class ModelConfig:
 # Presets
 # --------------------------------------------------------------------------------------------
 
-_WHISPER_SIZES = {  # name: (d_model, heads, layers, n_mels)
-    "tiny": (384, 6, 4, 80),
-    "base": (512, 8, 6, 80),
-    "small": (768, 12, 12, 80),
-    "medium": (1024, 16, 24, 80),
-    "large-v2": (1280, 20, 32, 80),
-    "large-v3": (1280, 20, 32, 128),
+_WHISPER_SIZES = {  # name: (d_model, heads, layers, n_mels, vocab); openai dims, same for both towers
+    "tiny": (384, 6, 4, 80, 51865),
+    "base": (512, 8, 6, 80, 51865),
+    "small": (768, 12, 12, 80, 51865),
+    "medium": (1024, 16, 24, 80, 51865),
+    "large-v2": (1280, 20, 32, 80, 51865),
+    "large-v3": (1280, 20, 32, 128, 51866),
 }
 
 
 def whisper_encoder(size: str) -> EncoderConfig:
-  d, h, n, mels = _WHISPER_SIZES[size]
+  d, h, n, mels, _ = _WHISPER_SIZES[size]
   return EncoderConfig(n_mels=mels, d_model=d, n_heads=h, n_layers=n, mlp_dim=4 * d, pool=False)
+
+
+def whisper_text_decoder(size: str) -> WhisperDecoderConfig:
+  d, h, n, _, vocab = _WHISPER_SIZES[size]
+  return WhisperDecoderConfig(vocab_size=vocab, d_model=d, n_heads=h, n_layers=n, mlp_dim=4 * d)
 
 
 QWEN_7B = DecoderConfig(vocab_size=151936, rms_eps=1e-6)
@@ -120,13 +165,14 @@ QWEN2_AUDIO_7B_LLM = DecoderConfig(vocab_size=156032, dynamic_ntk=False, logn_at
 _TINY_ENCODER = EncoderConfig(n_mels=80, n_ctx=1500, d_model=64, n_heads=4, n_layers=2, mlp_dim=256)
 _TINY_DECODER = DecoderConfig(vocab_size=155947, d_model=64, n_layers=2, n_heads=4, n_kv_heads=4,
                               head_dim=16, mlp_dim=160, seq_length=2048)
+_TINY_TEXT_DECODER = WhisperDecoderConfig(vocab_size=51865, d_model=64, n_heads=4, n_layers=2, mlp_dim=256)
 
 
 def _presets() -> dict[str, ModelConfig]:
   p: dict[str, ModelConfig] = {}
   for size in _WHISPER_SIZES:
     p[f"whisper-{size}"] = ModelConfig(family="whisper", encoder=whisper_encoder(size), decoder=None,
-                                       audio_bos_eos=False)
+                                       text_decoder=whisper_text_decoder(size), audio_bos_eos=False)
   p["qwen-7b"] = ModelConfig(family="qwen", encoder=None, decoder=QWEN_7B, audio_bos_eos=False)
   p["qwen-audio-7b"] = ModelConfig(family="qwen-audio", encoder=dataclasses.replace(
       whisper_encoder("large-v2"), pool=True, padding="crop"), decoder=QWEN_AUDIO_7B_LLM)
@@ -143,7 +189,7 @@ def _presets() -> dict[str, ModelConfig]:
       decoder=dataclasses.replace(_TINY_DECODER, vocab_size=156032, dynamic_ntk=False, logn_attn=False),
       audio_start_id=151647, audio_end_id=151648, audio_pad_id=151646, audio_bos_eos=False)
   p["tiny-whisper"] = ModelConfig(family="whisper", encoder=dataclasses.replace(_TINY_ENCODER, pool=False),
-                                  decoder=None, audio_bos_eos=False)
+                                  decoder=None, text_decoder=_TINY_TEXT_DECODER, audio_bos_eos=False)
   p["tiny-qwen"] = ModelConfig(family="qwen", encoder=None, decoder=_TINY_DECODER, audio_bos_eos=False)
   return p
 
@@ -156,6 +202,13 @@ def get_config(name: str, **overrides: Any) -> ModelConfig:
   if name not in PRESETS:
     raise KeyError(f"unknown model preset {name!r}; known: {', '.join(sorted(PRESETS))}")
   return dataclasses.replace(PRESETS[name], **overrides)
+
+
+def unpadded(cfg: ModelConfig) -> ModelConfig:
+  """`cfg` without vocabulary padding: the shapes of the true model (what other formats store)."""
+  if cfg.decoder is None or cfg.decoder.vocab_pad_to == 1:
+    return cfg
+  return dataclasses.replace(cfg, decoder=dataclasses.replace(cfg.decoder, vocab_pad_to=1))
 
 
 def to_dict(cfg: ModelConfig) -> dict[str, Any]:
@@ -175,5 +228,6 @@ def from_dict(d: Mapping[str, Any]) -> ModelConfig:
       raise KeyError(f"unknown {cls.__name__} field(s): {sorted(unknown)}")
     return cls(**sub)
 
-  enc, dec = d.pop("encoder", None), d.pop("decoder", None)
-  return build(ModelConfig, {**d, "encoder": build(EncoderConfig, enc), "decoder": build(DecoderConfig, dec)})
+  enc, dec, text = d.pop("encoder", None), d.pop("decoder", None), d.pop("text_decoder", None)
+  return build(ModelConfig, {**d, "encoder": build(EncoderConfig, enc), "decoder": build(DecoderConfig, dec),
+                             "text_decoder": build(WhisperDecoderConfig, text)})

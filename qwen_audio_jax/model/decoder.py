@@ -64,19 +64,20 @@ class Decoder(nn.Module):
 
   def setup(self):
     dcfg = self.cfg.decoder
-    self.embed = embedding(self.cfg, dcfg.vocab_size, dcfg.d_model, ("vocab", "embed"))
+    self.embed = embedding(self.cfg, dcfg.padded_vocab, dcfg.d_model, ("vocab", "embed"))
     broadcast = (nn.broadcast,) * 5
     self.layers = scan_layers(remat(DecoderLayer, self.cfg.remat_policy), dcfg.n_layers,
                               in_axes=broadcast + (0,))(self.cfg)
     self.final_norm = RMSNorm(self.cfg, dcfg.rms_eps)
-    self.lm_head = Linear(dcfg.vocab_size, ("embed", "vocab"), self.cfg, use_bias=False, out_dtype=jnp.float32)
+    self.lm_head = Linear(dcfg.padded_vocab, ("embed", "vocab"), self.cfg, use_bias=False, out_dtype=jnp.float32)
 
   def embed_tokens(self, input_ids: jax.Array) -> jax.Array:
     return self.embed(input_ids)
 
   def project(self, h: jax.Array) -> jax.Array:
-    """Final-normed hidden states [..., D] -> fp32 logits [..., V] (the lm_head alone)."""
-    return self.lm_head(h)
+    """Final-normed hidden states [..., D] -> fp32 logits [..., vocab_size] (the lm_head alone; padded
+    vocabulary columns are sliced off, so no padded id can be sampled)."""
+    return self.lm_head(h)[..., :self.cfg.decoder.vocab_size]
 
   def __call__(self, x: jax.Array, attention_mask: jax.Array, positions: jax.Array | None = None,
                cache: KVCache | None = None, train: bool = False,
@@ -84,6 +85,7 @@ class Decoder(nn.Module):
     """x [B, S, D] embeddings, attention_mask [B, S] (1 = token, 0 = left padding).
 
     output: "logits" -> fp32 logits [B, S, V]; "last_logits" -> fp32 logits of the last column [B, V]
+    (V = vocab_size: padded vocabulary columns are never returned)
     (generation: the lm_head runs on one position per row); "hidden" -> final-normed hidden states
     [B, S, D] for a caller that applies `project` only where it needs logits.
     Returns (that output, the updated cache or None without a cache).
@@ -122,9 +124,10 @@ class Decoder(nn.Module):
     if output == "hidden":
       out = h
     elif output == "last_logits":
-      out = self.lm_head(h[:, -1])
+      out = self.project(h[:, -1])
     else:
-      out = constrain(self.lm_head(h), ("activation_batch", "activation_length", "activation_vocab"))
+      logits = constrain(self.lm_head(h), ("activation_batch", "activation_length", "activation_vocab"))
+      out = logits[..., :dcfg.vocab_size]  # padded columns sliced off
     new_cache = None
     if cache is not None:
       new_cache = KVCache(k=new_kv[0], v=new_kv[1], index=index + s, kv_mask=kv_mask,

@@ -28,6 +28,13 @@ class KVCache:
   def max_length(self) -> int:
     return self.k.shape[2]
 
+  def take(self, rows: jax.Array) -> "KVCache":
+    """The cache of batch rows `rows` (int [B']), e.g. to expand or reorder beams."""
+    return self.replace(k=jnp.take(self.k, rows, axis=1), v=jnp.take(self.v, rows, axis=1),
+                        kv_mask=jnp.take(self.kv_mask, rows, axis=0),
+                        next_pos=jnp.take(self.next_pos, rows, axis=0),
+                        ntk_alpha=jnp.take(self.ntk_alpha, rows, axis=0))
+
 
 def init_cache(cfg: ModelConfig, batch_size: int, max_length: int, dtype=None) -> KVCache:
   """An empty cache for `batch_size` rows and at most `max_length` tokens (prompt + generated)."""

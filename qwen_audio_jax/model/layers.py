@@ -20,6 +20,7 @@ Initializer = Callable[..., jax.Array]
 # Names of the residual stream at block boundaries (both towers).
 ACTIVATION_AXES = ("activation_batch", "activation_length", "activation_embed")
 DEFAULT_INIT = nn.initializers.normal(stddev=0.02)
+LORA = "lora"  # variable collection of LoRA factors (read by `Linear`, scanned like the params)
 
 _PRECISIONS = {"default": None, "high": jax.lax.Precision.HIGH, "highest": jax.lax.Precision.HIGHEST}
 
@@ -49,10 +50,26 @@ def constrain(x: jax.Array, names: Sequence[str | None] = ACTIVATION_AXES) -> ja
   return nn.with_logical_constraint(x, tuple(names))
 
 
-class Linear(nn.Module):
-  """y = x @ kernel (+ bias), kernel [in, out] with logical names `axes`.
+def dense(x: jax.Array, kernel: jax.Array, cfg: ModelConfig, out_dtype: Any = None,
+          lora: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+  """x @ kernel (+ (x @ A) @ B for lora = (A, B)) with operands in the compute dtype; `out_dtype` is the
+  accumulator type (float32 logits from bf16 operands). The LoRA path stores only [..., r]."""
+  dtype = compute_dtype(cfg)
 
-  `out_dtype` requests the accumulator type of the matmul (float32 logits from bf16 operands).
+  def dot(u, w):
+    return jax.lax.dot_general(u.astype(dtype), w.astype(dtype), (((u.ndim - 1,), (0,)), ((), ())),
+                               precision=matmul_precision(cfg), preferred_element_type=out_dtype)
+
+  y = dot(x, kernel)
+  return y if lora is None else y + dot(dot(x, lora[0]), lora[1])
+
+
+class Linear(nn.Module):
+  """y = x @ kernel (+ bias), kernel [in, out] with logical names `axes`; matmul numerics of `dense`.
+
+  LoRA: when the `LORA` variable collection holds `lora_a` [in, r] and `lora_b` [r, out] for this module,
+  y += (x @ lora_a) @ lora_b, a low-rank side path (no merged kernel); `lora_b` carries the alpha/r scale
+  (train/lora.py `collection` builds it). Without that collection the layer is a plain Dense.
   """
 
   features: int
@@ -66,9 +83,10 @@ class Linear(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param("kernel", partitioned(self.kernel_init, self.axes), (x.shape[-1], self.features),
                         param_dtype(self.cfg))
-    dtype = compute_dtype(self.cfg)
-    y = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype), (((x.ndim - 1,), (0,)), ((), ())),
-                            precision=matmul_precision(self.cfg), preferred_element_type=self.out_dtype)
+    lora = None
+    if self.has_variable(LORA, "lora_a"):
+      lora = (self.get_variable(LORA, "lora_a"), self.get_variable(LORA, "lora_b"))
+    y = dense(x, kernel, self.cfg, self.out_dtype, lora)
     if self.use_bias:
       bias = self.param("bias", partitioned(nn.initializers.zeros_init(), self.axes[1:]), (self.features,),
                         param_dtype(self.cfg))
@@ -162,6 +180,6 @@ def remat(block: type[nn.Module], policy: str) -> type[nn.Module]:
 
 
 def scan_layers(block: type[nn.Module], n_layers: int, in_axes: tuple[Any, ...]) -> type[nn.Module]:
-  """Stacks `n_layers` copies of `block` with nn.scan (params get a leading "layers" axis)."""
-  return nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=in_axes,
+  """Stacks `n_layers` copies of `block` with nn.scan (params and LoRA factors get a leading "layers" axis)."""
+  return nn.scan(block, variable_axes={"params": 0, LORA: 0}, split_rngs={"params": True}, in_axes=in_axes,
                  length=n_layers, metadata_params={nn.PARTITION_NAME: "layers"})

@@ -1,7 +1,8 @@
 """The top-level model: audio encoder + projector + LLM, selected by `cfg.family`.
 
-Families: "whisper" -> audio_encoder only (use `encode_audio`); "qwen" -> decoder only; "qwen-audio" and
-"qwen2-audio" -> audio_encoder, audio_projector, decoder (+ audio_bos_eos for Qwen-Audio v1).
+Families: "whisper" -> audio_encoder (use `encode_audio`) and, when `cfg.text_decoder` is set, Whisper's
+own text decoder (`text_decoder`; decode with `model/whisper_decode.py`); "qwen" -> decoder only;
+"qwen-audio" and "qwen2-audio" -> audio_encoder, audio_projector, decoder (+ audio_bos_eos for Qwen-Audio v1).
 
 Inputs of `Model.__call__`:
 * input_ids [B, S] int: token ids, LEFT-padded. Each audio occupies n_i = pooled_frames(T_i) placeholder
@@ -18,7 +19,8 @@ Inputs of `Model.__call__`:
 * cache: a `KVCache` (see kv_cache.py) for prefill / one-token decode steps, or None.
 * train: disables Qwen v1's dynamic NTK and logn (training mode of the reference).
 * output: "logits" (fp32 [B, S, V]), "last_logits" (fp32 [B, V], the last column only) or "hidden"
-  (final-normed hidden states [B, S, D]; `Model.project` turns them into logits where needed).
+  (final-normed hidden states [B, S, D]; `Model.project` turns them into logits where needed). V is
+  always `decoder.vocab_size`: padded vocabulary rows (`vocab_pad_to`) never appear in an output.
 Returns that output, or (output, new_cache) when a cache is given.
 
 Outside jit (concrete inputs) the call first runs `check_audio_placeholders`, which raises one clear
@@ -42,6 +44,7 @@ from qwen_audio_jax.model.kv_cache import KVCache
 from qwen_audio_jax.model.layers import Linear, embedding
 from qwen_audio_jax.model.splice import (check_audio_placeholders, features_per_audio, overwrite_tags,
                                          splice_audio)
+from qwen_audio_jax.model.whisper_decoder import WhisperDecoder
 
 _AUDIO_LLM = ("qwen-audio", "qwen2-audio")
 _FAMILIES = ("whisper", "qwen") + _AUDIO_LLM
@@ -55,6 +58,13 @@ def check_config(cfg: ModelConfig) -> None:
     raise ValueError(f"ModelConfig: family {cfg.family!r} needs an encoder config (encoder is None)")
   if cfg.family != "whisper" and cfg.decoder is None:
     raise ValueError(f"ModelConfig: family {cfg.family!r} needs a decoder config (decoder is None)")
+  text = cfg.text_decoder
+  if text is not None:
+    if cfg.family != "whisper":
+      raise ValueError(f"ModelConfig: text_decoder (Whisper's) is for family 'whisper', not {cfg.family!r}")
+    if text.d_model != cfg.encoder.d_model or text.d_model % text.n_heads:
+      raise ValueError(f"ModelConfig.text_decoder: d_model {text.d_model} must equal the encoder's "
+                       f"{cfg.encoder.d_model} and be divisible by n_heads {text.n_heads}")
 
 
 def _is_concrete(x) -> bool:
@@ -82,6 +92,8 @@ class Model(nn.Module):
         self.audio_bos_eos = embedding(cfg, 2, cfg.decoder.d_model, ("norm", "embed"))
     if cfg.family != "whisper":
       self.decoder = Decoder(cfg.tower("decoder"))
+    if cfg.text_decoder is not None:
+      self.text_decoder = WhisperDecoder(cfg.tower("decoder"))
 
   def encode_audio(self, mel: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
     """mel [N, n_mels, F] (+ T per clip) -> [N, frames, d]: encoder output, projected for audio LLMs."""
@@ -94,7 +106,7 @@ class Model(nn.Module):
                cache: KVCache | None = None, train: bool = False, output: str = "logits"):
     cfg = self.cfg
     if cfg.family == "whisper":
-      raise ValueError("Model: family 'whisper' has no decoder; call encode_audio(mel, lengths)")
+      raise ValueError("Model: family 'whisper' has no LLM; call encode_audio(mel) or use model/whisper_decode.py")
     if attention_mask is None:
       attention_mask = jnp.ones(input_ids.shape, jnp.int32)
     if audio_mel is not None and cfg.family not in _AUDIO_LLM:
@@ -119,7 +131,7 @@ class Model(nn.Module):
     return out if cache is None else (out, new_cache)
 
   def project(self, h: jax.Array) -> jax.Array:
-    """Final-normed decoder hidden states -> fp32 logits (use with output="hidden")."""
+    """Final-normed decoder hidden states -> fp32 logits (use with output="hidden"); see Decoder.project."""
     return self.decoder.project(h)
 
   def init_all(self, mel: jax.Array | None, input_ids: jax.Array | None):
@@ -129,6 +141,8 @@ class Model(nn.Module):
       out.append(self.encode_audio(mel))
       if self.cfg.family in _AUDIO_LLM and self.cfg.audio_bos_eos:
         out.append(self.audio_bos_eos.embedding)
+      if self.cfg.text_decoder is not None:
+        out.append(self.text_decoder(jnp.zeros((mel.shape[0], 2), jnp.int32), out[0])[0])
     if input_ids is not None:
       h = self.decoder.embed_tokens(input_ids)
       out.append(self.decoder(h, jnp.ones(input_ids.shape, jnp.int32))[0])

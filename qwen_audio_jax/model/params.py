@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qwen_audio_jax.model.config import ModelConfig
+from qwen_audio_jax.model.config import ModelConfig, unpadded
 from qwen_audio_jax.model.multimodal import Model, check_config
 
 # Not counted as parameters (spec §2.6): the frozen positional table of the audio encoder.
@@ -47,12 +47,13 @@ def _flat(tree) -> dict[tuple[str, ...], object]:
 
 
 def count_params(cfg: ModelConfig, prefix: str | None = None) -> int:
-  """Number of parameters from shapes (no allocation), excluding the encoder's positional table.
+  """Number of parameters from shapes (no allocation), excluding the encoder's positional table and
+  padded vocabulary rows (`vocab_pad_to`).
 
   prefix: count only the subtree with this top-level name (e.g. "decoder", "audio_encoder").
   """
   total = 0
-  for path, leaf in _flat(abstract_params(cfg)).items():
+  for path, leaf in _flat(abstract_params(unpadded(cfg))).items():
     if any(path[:len(ex)] == ex for ex in EXCLUDED_FROM_COUNT):
       continue
     if prefix is None or path[0] == prefix:

@@ -26,6 +26,7 @@ from qwen_audio_jax.prompts.parsers import (
     strip_tags,
 )
 from qwen_audio_jax.prompts.qwen2_chat import make_qwen2_audio_context, render_qwen2_audio_chat
+from qwen_audio_jax.prompts.qwen2_tasks import QWEN2_PROMPTS, qwen2_task_prompt
 from qwen_audio_jax.prompts.tasks import (
     TASKS,
     PromptError,
@@ -42,6 +43,7 @@ __all__ = [
     "DEFAULT_MAX_WINDOW",
     "DEFAULT_SYSTEM",
     "PromptError",
+    "QWEN2_PROMPTS",
     "SequenceTooLongError",
     "TASKS",
     "TaskFormat",
@@ -61,6 +63,7 @@ __all__ = [
     "make_qwen2_audio_context",
     "parse_note_analysis",
     "parse_word_timestamps",
+    "qwen2_task_prompt",
     "render_qwen2_audio_chat",
     "s2tt_languages",
     "strip_tags",

@@ -12,18 +12,19 @@ SILENCE = "<|sil|>"
 _TAG_RE = re.compile(r"<\|.*?\|>")
 
 
-def parse_word_timestamps(text: str) -> list[dict]:
+def parse_word_timestamps(text: str, keep_empty: bool = False) -> list[dict]:
   """`<|t0|>w1<|t1|>w2<|t2|>…` → [{word, start, end}] (SRWT, spec §5).
 
   The text between consecutive time tokens is one word (kept verbatim; `<|sil|>` is a word, as in
-  evaluate_srwt.py); boundaries are shared. Nothing between two time tokens means a gap, not a word.
-  Text before the first / after the last time token (task tags, eod) is ignored.
+  evaluate_srwt.py); boundaries are shared. Nothing between two time tokens means a gap, not a word,
+  unless `keep_empty` (evaluate_srwt.py's `re.split(...)[1:-1]` keeps such '' words: the AAS recipe
+  passes True). Text before the first / after the last time token (task tags, eod) is ignored.
   """
   times = list(TIME_TOKEN_RE.finditer(text))
   words = []
   for left, right in zip(times, times[1:]):
     word = text[left.end():right.start()]
-    if word:
+    if word or keep_empty:
       words.append({"word": word, "start": float(left.group(1)), "end": float(right.group(1))})
   return words
 

@@ -1,6 +1,7 @@
 """Device mesh with axes (data, fsdp, tensor), built from a run config.
 
-`ici` is the per-slice shape, `dcn` the across-slice (or, without slices, across-process) shape; one
+`ici` is the per-slice shape, `dcn` the across-slice (TPU; one slice = one unit however many hosts it
+has) or, off TPU, across-process shape; one
 entry of `ici` may be -1 to take all remaining devices. With more than one slice the mesh comes from
 `mesh_utils.create_hybrid_device_mesh`, so slow DCN links only carry the outer axes.
 """
@@ -38,9 +39,10 @@ def _fill(shape: Sequence[int], n_devices: int, what: str) -> tuple[int, ...]:
 
 
 def _granules(devices) -> tuple[str, int]:
-  """The outer (DCN) unit: TPU slices when there are several, else processes."""
+  """The outer (DCN) unit: TPU slices (the hosts of one slice share its ICI, so a single slice is one
+  unit), else processes (CPU/GPU hosts talk over the network)."""
   slices = {getattr(d, "slice_index", 0) for d in devices}
-  if len(slices) > 1:
+  if len(slices) > 1 or devices[0].platform == "tpu":
     return "slice_index", len(slices)
   return "process_index", len({d.process_index for d in devices})
 

@@ -1,4 +1,5 @@
-"""Tokenizers: Qwen byte-level BPE (tiktoken, `qwen.tiktoken`) and SentencePiece, one interface."""
+"""Tokenizers: Qwen byte-level BPE (tiktoken, `qwen.tiktoken`) and SentencePiece, one interface; Whisper's
+own tokenizer (tokenizer.json or openai .tiktoken) for Whisper checkpoints (`whisper.py`)."""
 
 from qwen_audio_jax.tokenizer.base import Tokenizer
 from qwen_audio_jax.tokenizer.errors import SpecialTokenError, TokenizerError, VocabFileError
@@ -14,6 +15,7 @@ from qwen_audio_jax.tokenizer.special_tokens import (
     time_token,
 )
 from qwen_audio_jax.tokenizer.tiktoken_backend import PAT_STR, TiktokenTokenizer, default_vocab_path
+from qwen_audio_jax.tokenizer.whisper import WhisperTokenizer, get_whisper_tokenizer, whisper_prompt
 
 __all__ = [
     "FAMILIES",
@@ -27,10 +29,13 @@ __all__ = [
     "Tokenizer",
     "TokenizerError",
     "VocabFileError",
+    "WhisperTokenizer",
     "default_vocab_path",
     "get_family",
     "get_tokenizer",
+    "get_whisper_tokenizer",
     "parse_time_token",
     "time_token",
     "train_sentencepiece",
+    "whisper_prompt",
 ]

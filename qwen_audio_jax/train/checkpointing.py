@@ -1,30 +1,39 @@
 """Train checkpoints: Orbax managers for the latest-N full states and the best-K params.
 
-Layout under the workdir:
+Layout under the workdir (names in `checkpoint_io`, which reads every step as a model checkpoint):
   checkpoints/<step>/{state, data, meta}   state = step, rng, params, [lora], opt_state (arrays);
                                            data = every process's data-iterator state (JSON);
-                                           meta = step, model config, wall time (JSON)
+                                           meta = step, model config, tokenizer, LoRA, init (JSON)
   best/<step>/{params, meta} + metrics    params (+ lora) of the best-K evaluations, kept separately
                                            (Orbax's best_fn would otherwise replace latest-N retention)
 Each step is written atomically by Orbax (temporary directory, then rename). Saves are asynchronous;
 an error in a background save is raised at the next save or at `close()` (never swallowed).
+A checkpoint that cannot be read back (e.g. truncated) is reported, moved to `damaged/<step>`, and the
+previous one is used (`restore_intact`).
 Restore always goes through the *current* plan's abstract state and shardings, so a checkpoint
 restores onto any mesh, device count or process count, including a single CPU device.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import shutil
+import sys
+import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from qwen_audio_jax import checkpoint_io
+from qwen_audio_jax.model import params as params_lib
+from qwen_audio_jax.sharding import partition
 from qwen_audio_jax.train.state import Plan
 
 
@@ -51,14 +60,15 @@ class Checkpoints:
   def __init__(self, workdir: str, keep: int = 3, best_keep: int = 1, best_metric: str = "eval_loss",
                best_mode: str = "min", async_save: bool = True):
     self.best_metric = best_metric
+    self.workdir = os.path.abspath(workdir)
     self.latest = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "checkpoints"), item_names=("state", "data", "meta"),
+        os.path.join(self.workdir, checkpoint_io.RUN_LATEST), item_names=("state", "data", checkpoint_io.RUN_META),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
                                              cleanup_tmp_directories=True, create=True))
     self.best = None
     if best_keep > 0:
       self.best = ocp.CheckpointManager(
-          os.path.join(os.path.abspath(workdir), "best"), item_names=("params", "meta"),
+          os.path.join(self.workdir, checkpoint_io.RUN_BEST), item_names=("params", checkpoint_io.RUN_META),
           options=ocp.CheckpointManagerOptions(
               max_to_keep=best_keep, best_fn=lambda m: float(m[best_metric]), best_mode=best_mode,
               keep_checkpoints_without_metrics=False, enable_async_checkpointing=async_save,
@@ -140,22 +150,111 @@ class Checkpoints:
     return self.best.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(params_target)))["params"]
 
+  def restore_intact(self, plan: Plan) -> tuple[dict, Any, int]:
+    """(state, data state, step) of the newest checkpoint that reads back.
+
+    A checkpoint whose stored shapes differ from the plan is a different run: CheckpointError. One
+    that cannot be read (truncated, half-copied) is reported on stderr, moved to WORKDIR/damaged/, and
+    the previous one is tried, so that training continues from the last intact state.
+    """
+    for step in sorted(self.latest.all_steps(), reverse=True):
+      folder = os.path.join(self.latest.directory, str(step))
+      _check_state_layout(os.path.join(folder, "state"), plan)
+      try:
+        state, data = self.restore(plan, step)
+        return state, data, step
+      except Exception as e:  # pylint: disable=broad-exception-caught
+        cause = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
+        aside = self._set_aside(step)
+        if jax.process_index() == 0:
+          print(f"warning: checkpoint {folder} cannot be read back ({cause}); moved to {aside}, "
+                "using the previous checkpoint", file=sys.stderr, flush=True)
+    raise checkpoint_io.CheckpointError(f"{self.latest.directory}: no checkpoint could be read back "
+                                        f"(damaged ones are under {self.workdir}/damaged)")
+
+  def _set_aside(self, step: int) -> str:
+    """Moves a damaged step folder out of checkpoints/ (so the step can be saved again)."""
+    aside = os.path.join(self.workdir, "damaged", f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(aside), exist_ok=True)
+      shutil.move(os.path.join(self.latest.directory, str(step)), aside)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
+    self.latest.reload()
+    return aside
+
+
+def _check_state_layout(state_dir: str, plan: Plan) -> None:
+  """Refuses a stored state whose params/adapters differ in shape from the plan (a different model)."""
+  try:
+    stored = checkpoint_io.ModelCheckpoint(state_dir, "state", state_dir, "", None, plan.fns.cfg, {}).stored()
+  except checkpoint_io.CheckpointError:
+    return  # unreadable metadata: damage, handled by the restore attempt
+  want = checkpoint_io.flatten({k: plan.abstract[k] for k in ("params", "lora") if k in plan.abstract})
+  have = {p: s for p, (s, _) in stored.items() if p.split("/")[0] in ("params", "lora")}
+  for path in sorted(set(want) | set(have)):
+    w, h = tuple(want[path].shape) if path in want else None, have.get(path)
+    if w != h:
+      raise checkpoint_io.CheckpointError(
+          f"{state_dir}: stored {path} has shape {list(h) if h else 'none'}, this run's model needs "
+          f"{list(w) if w else 'none'}; the workdir holds a different model (use a new --workdir)")
+
 
 def restore_params_dir(path: str, plan: Plan) -> dict:
   """Model params to start from, restored straight into the plan's shardings and dtypes.
 
-  `path` is either a converted model checkpoint (`conversion/convert.py` output: `model_config.json`,
-  `metadata.json`, `params/`), whose stored shapes must equal the run's model, or a bare Orbax save of
-  the params tree (layout of the model's `init_params`).
+  `path`: anything `checkpoint_io.resolve` accepts (a converted checkpoint, another run's WORKDIR
+  [@best|latest|N], one of its step folders) or a bare Orbax save of the params tree. Stored shapes
+  must equal the run's model up to the vocabulary padding (`decoder.vocab_pad_to`; re-padded on restore),
+  checked from metadata before anything is read. A LoRA run's adapters are merged into its base weights.
   """
-  path = os.path.abspath(path)
+  return load_init(init_checkpoint(path, plan), plan)
+
+
+def load_init(ckpt: checkpoint_io.ModelCheckpoint, plan: Plan) -> dict:
+  """The params of a resolved (shape-checked) checkpoint in the plan's shardings and dtypes, re-padding
+  the vocabulary rows when the checkpoint's `vocab_pad_to` differs from the run's."""
   target = abstract_with_shardings(plan.abstract["params"], plan.shardings["params"])
-  if os.path.exists(os.path.join(path, checkpoint_io.CONFIG_FILE)):
-    stored = checkpoint_io.stored_shapes(path)
-    checkpoint_io.check_shapes({p: s for p, (s, _) in stored.items()}, plan.fns.cfg, path)
-    path = os.path.join(path, checkpoint_io.PARAMS_DIR)
-  with ocp.StandardCheckpointer() as ckptr:
-    return ckptr.restore(path, target)
+  as_stored = _with_stored_padding(plan.fns.cfg, ckpt.config)
+  if as_stored == plan.fns.cfg:
+    return ckpt.load(target=target)
+  return _restore_repadded(ckpt, plan, as_stored, target)
+
+
+def init_checkpoint(path: str, plan: Plan) -> checkpoint_io.ModelCheckpoint:
+  """The checkpoint `path` resolves to, with its shapes checked against the plan (no arrays read)."""
+  ckpt = checkpoint_io.resolve(path, bare_config=plan.fns.cfg)
+  checkpoint_io.check_shapes({p: s for p, (s, _) in ckpt.stored().items()},
+                             _with_stored_padding(plan.fns.cfg, ckpt.config), ckpt.path)
+  return ckpt
+
+
+def _with_stored_padding(cfg, stored_cfg):
+  """The run's model with the checkpoint's vocabulary padding, when only the padding differs."""
+  dec, sdec = cfg.decoder, stored_cfg.decoder
+  if dec is None or sdec is None or dec.vocab_size != sdec.vocab_size or dec.vocab_pad_to == sdec.vocab_pad_to:
+    return cfg
+  return cfg.replace(decoder=dataclasses.replace(dec, vocab_pad_to=sdec.vocab_pad_to))
+
+
+def _restore_repadded(ckpt: checkpoint_io.ModelCheckpoint, plan: Plan, as_stored, target: Any) -> dict:
+  """Restores a checkpoint whose vocabulary rows are padded differently from the run's (e.g. an
+  unpadded conversion into a run with `vocab_pad_to`), then re-pads the vocabulary leaves with zero rows
+  (or drops padding rows) straight into the plan's shardings."""
+  abstract = params_lib.abstract_params(as_stored)
+  shardings = partition.logical_to_shardings(plan.fns.logical_axes, abstract, plan.mesh)
+  restored = checkpoint_io.flatten(ckpt.load(target=abstract_with_shardings(abstract, shardings)))
+  for path, want in checkpoint_io.flatten(target).items():
+    x = restored[path]
+    if x.shape != want.shape:
+      restored[path] = jax.jit(lambda a, shape=want.shape: _resize(a, shape), out_shardings=want.sharding)(x)
+  return checkpoint_io.unflatten(restored)
+
+
+def _resize(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """The leading corner of `x` in an array of `shape`, zero elsewhere."""
+  x = x[tuple(slice(0, n) for n in shape)]
+  return jnp.pad(x, [(0, n - m) for n, m in zip(shape, x.shape)])
 
 
 def gather_to_host(tree: Any) -> Any:

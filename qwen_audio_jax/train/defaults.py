@@ -1,19 +1,58 @@
 """The base run config every `configs/*.py` starts from (ml_collections ConfigDict).
 
-Blocks: model (preset + overrides), data (the data pipeline's config), mesh, distributed, train
-(steps, batch, freezing, SpecAugment), optim, lora, checkpoint, eval, log.
+Blocks: model (preset + one field per model-config field), data (the data pipeline's config), mesh, distributed, train
+(steps, batch, freezing, SpecAugment), optim, lora, checkpoint, eval, watchdog, log.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
 
 from qwen_audio_jax.data import config as data_config
+from qwen_audio_jax.model import config as model_config
+
+
+def _placeholders(cls) -> ml_collections.ConfigDict:
+  """One unset (None) field per scalar field of a model-config dataclass, typed for the command line."""
+  block = ml_collections.ConfigDict()
+  for field in dataclasses.fields(cls):
+    default = field.default if field.default is not dataclasses.MISSING else None
+    if isinstance(default, (bool, int, float, str)) and field.name != "family":  # the preset fixes it
+      block[field.name] = ml_collections.config_dict.placeholder(type(default))
+  return block
+
+
+# Vocabulary padding of the 7B run configs: rows a multiple of 1024 = 128 x tensor for tensor <= 8, so
+# tensor parallelism splits embedding and lm_head (155,947 -> 156,672 rows for Qwen-Audio, +0.5%).
+VOCAB_PAD_TO = 1024
+SUB_BLOCKS = ("encoder", "decoder", "text_decoder")  # nested model-config dataclasses
 
 
 def model_block(preset: str, **overrides) -> ml_collections.ConfigDict:
-  """`preset` from model/config.py PRESETS; `overrides` replace fields (dicts for encoder/decoder)."""
-  return ml_collections.ConfigDict({"preset": preset, "overrides": overrides})
+  """`preset` from model/config.py PRESETS plus one field per ModelConfig field (None = the preset's).
+
+  Every field can be set on the command line, e.g. `--config.model.preset=tiny-qwen-audio
+  --config.model.dtype=float32 --config.model.decoder.n_layers=4`. `overrides` fill the same fields
+  (dicts for encoder/decoder), e.g. `model_block("qwen-audio-7b", dtype="bfloat16")`.
+  """
+  block = _placeholders(model_config.ModelConfig)
+  block.preset = preset
+  block.encoder = _placeholders(model_config.EncoderConfig)
+  block.decoder = _placeholders(model_config.DecoderConfig)
+  block.text_decoder = _placeholders(model_config.WhisperDecoderConfig)
+  for key, value in overrides.items():
+    if key in SUB_BLOCKS:
+      for sub_key, sub_value in dict(value or {}).items():
+        if sub_key not in block[key]:
+          raise KeyError(f"model_block: {key}.{sub_key} is not a {key} config field")
+        block[key][sub_key] = sub_value
+    elif key not in block:
+      raise KeyError(f"model_block: {key} is not a model config field")
+    else:
+      block[key] = value
+  return block
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -45,7 +84,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.mel_frames = 0  # >0: crop the 3000-frame mel window (clips must fit; checked); 0: full
   c.train.specaugment = ml_collections.ConfigDict(dict(
       enabled=True, freq_masks=2, freq_width=27, time_masks=2, time_width=100, time_ratio=0.05))
-  c.train.init_params_dir = ""  # Orbax params checkpoint to start from (fresh random init if empty)
+  c.train.init_params_dir = ""  # start from: a converted checkpoint, or a run's WORKDIR[@best|latest|N]
+  c.train.fork_from = ""  # start a NEW run (new --workdir) from another run's weights: WORKDIR[@best|latest|N]
+  c.train.allow_random_init = False  # LoRA / frozen-part configs refuse to start from random weights
   c.train.compilation_cache_dir = ""  # persistent XLA compilation cache ("" = off)
   c.train.stop_after_steps = 0  # >0: stop (with a checkpoint) after this many steps of this run
 
@@ -77,7 +118,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.every_steps = 500  # 0: never
   c.eval.batches = 4
   c.eval.batch_size = 8
-  c.eval.split = "validation"  # split of every data source used for the held-out loss
+  c.eval.split = "validation"  # held-out split of the built-in synthetic set (other data: data.eval_*)
+
+  c.watchdog = ml_collections.ConfigDict()  # per-host hang watchdog (train/watchdog.py)
+  c.watchdog.enabled = True
+  c.watchdog.factor = 10.0  # fire when no step completes for factor x the median step time ...
+  c.watchdog.min_timeout_s = 300.0  # ... but never sooner than this
+  c.watchdog.ceiling_s = 3600.0  # always fire after this (also during eval/checkpoint saves); 0: no ceiling
+  c.watchdog.warmup_steps = 3  # first steps of a run left out of the median (compiles are never timed)
 
   c.log = ml_collections.ConfigDict()
   c.log.every_steps = 10

@@ -1,9 +1,11 @@
-"""LoRA adapters on Dense kernels, applied functionally: W' = W + (alpha / r) · A @ B.
+"""LoRA adapters on Dense kernels: y = x W + (alpha / r) · (x A) B.
 
 The adapter tree mirrors the parameter tree: kernel `.../q/kernel` [..., in, out] gets
 `.../q/lora_a` [..., in, r] and `.../q/lora_b` [..., r, out] (leading dims = the scanned layer axis).
-B starts at zero, so an untrained adapter leaves the model unchanged. `merge` folds the adapters into
-the base kernels (the same function the training forward uses).
+B starts at zero, so an untrained adapter leaves the model unchanged.
+Training applies the adapters as a side path inside `model.layers.Linear` (no merged kernel, so no
+full-size kernel gradient): `collection` turns the tree into the model's "lora" variable collection.
+`merge` folds the adapters into the base kernels, W + (alpha / r) · A @ B, for merged exports.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 from jax.sharding import PartitionSpec as P
+
+from qwen_audio_jax import checkpoint_io
 
 
 class LoraConfigError(ValueError):
@@ -70,19 +74,20 @@ def logical_axes(lora: Mapping, param_logical: Mapping) -> dict:
   return traverse_util.unflatten_dict(out)
 
 
+def collection(lora: Mapping, s: float) -> dict:
+  """The model's "lora" variable collection: A as is, B times the scale s (`Linear` adds (x A) B).
+
+  Use as `Model(cfg).apply({"params": params, "lora": collection(lora, scale(r, alpha))}, ...)`;
+  gradients flow back to the unscaled adapters."""
+  flat = traverse_util.flatten_dict(dict(lora))
+  return traverse_util.unflatten_dict({p: v * jnp.asarray(s, v.dtype) if p[-1] == "lora_b" else v
+                                       for p, v in flat.items()})
+
+
 def merge(params: Mapping, lora: Mapping, s: float) -> dict:
-  """Base params with every adapted kernel replaced by W + s · A @ B (in W's dtype)."""
-  if not lora:
-    return params
-  flat = traverse_util.flatten_dict(dict(params))
-  ad = traverse_util.flatten_dict(dict(lora))
-  for path in [p for p in ad if p[-1] == "lora_a"]:
-    a, b = ad[path], ad[path[:-1] + ("lora_b",)]
-    k = path[:-1] + ("kernel",)
-    w = flat[k]
-    delta = jnp.einsum("...ir,...ro->...io", a.astype(jnp.float32), b.astype(jnp.float32))
-    flat[k] = (w.astype(jnp.float32) + s * delta).astype(w.dtype)
-  return traverse_util.unflatten_dict(flat)
+  """Base params with every adapted kernel replaced by W + s · A @ B (in W's dtype); the one definition
+  lives in `checkpoint_io.merge_lora`, so a stored LoRA run reads as exactly the model training used."""
+  return checkpoint_io.merge_lora(params, lora, s)
 
 
 def count(lora: Mapping) -> int:

@@ -54,14 +54,17 @@ class PeftExportError(ValueError):
   """An adapted module has no counterpart in the chosen HF naming."""
 
 
-def _adapters(lora: Mapping) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-  """{module path: (A [L?, in, r], B [L?, r, out])} as numpy."""
+def _adapters(lora: Mapping, vocab_size: int | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """{module path: (A [L?, in, r], B [L?, r, out])} as numpy; lm_head's B without padded vocab columns."""
   flat = traverse_util.flatten_dict(dict(lora))
   out = {}
   for path in flat:
     if path[-1] == "lora_a":
       mod = "/".join(map(str, path[:-1]))
-      out[mod] = (np.asarray(flat[path], np.float32), np.asarray(flat[path[:-1] + ("lora_b",)], np.float32))
+      b = np.asarray(flat[path[:-1] + ("lora_b",)], np.float32)
+      if mod == "decoder/lm_head" and vocab_size is not None:
+        b = b[..., :vocab_size]
+      out[mod] = (np.asarray(flat[path], np.float32), b)
   return out
 
 
@@ -74,12 +77,13 @@ def _layers(mod: str, a: np.ndarray, b: np.ndarray):
     yield None, a, b
 
 
-def peft_tensors(lora: Mapping, rank: int, alpha: float, naming: str):
-  """({safetensors key: fp32 array}, adapter_config dict)."""
+def peft_tensors(lora: Mapping, rank: int, alpha: float, naming: str, vocab_size: int | None = None):
+  """({safetensors key: fp32 array}, adapter_config dict). `vocab_size`: the model's true vocabulary
+  (an lm_head adapter of a model with padded vocabulary rows is cut to it)."""
   if naming not in NAMINGS:
     raise PeftExportError(f"lora.export_naming={naming!r}; expected one of {NAMINGS}")
   table = _V1 if naming == "qwen-audio" else _QWEN2
-  ads = _adapters(lora)
+  ads = _adapters(lora, vocab_size)
   tensors, modules, rank_pattern, alpha_pattern = {}, set(), {}, {}
 
   def put(template, i, a_t, b_t):  # a_t [r, in], b_t [out, r]
@@ -121,11 +125,11 @@ def peft_tensors(lora: Mapping, rank: int, alpha: float, naming: str):
   return tensors, config
 
 
-def export(lora: Mapping, out_dir: str, *, rank: int, alpha: float, naming: str) -> str:
+def export(lora: Mapping, out_dir: str, *, rank: int, alpha: float, naming: str, vocab_size: int | None = None) -> str:
   """Writes `out_dir/adapter_model.safetensors` and `adapter_config.json`; returns out_dir."""
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
 
-  tensors, config = peft_tensors(lora, rank, alpha, naming)
+  tensors, config = peft_tensors(lora, rank, alpha, naming, vocab_size)
   os.makedirs(out_dir, exist_ok=True)
   save_file(tensors, os.path.join(out_dir, "adapter_model.safetensors"), metadata={"format": "pt"})
   with open(os.path.join(out_dir, "adapter_config.json"), "w") as f:

@@ -50,10 +50,15 @@ class Plan:
   def frozen(self, state: dict) -> dict:
     return freeze.split(state["params"], self.mask)[1]
 
-  def model_params(self, trainable: dict, frozen: dict) -> dict:
-    """Params the forward pass uses (LoRA merged functionally on top of frozen base kernels)."""
+  def model_inputs(self, trainable: dict, frozen: dict) -> tuple[dict, dict | None]:
+    """(params, lora) for the forward pass: the whole param tree, and the model's "lora" variable
+    collection (adapters applied as a side path in each adapted layer; None without LoRA)."""
     params = freeze.merge(frozen, trainable["params"])
-    return lora_lib.merge(params, trainable["lora"], self.lora_scale) if self.use_lora else params
+    return params, (lora_lib.collection(trainable["lora"], self.lora_scale) if self.use_lora else None)
+
+  def merged_params(self, state: dict) -> dict:
+    """Params with the adapters folded in (W + alpha/r · A @ B), e.g. for a merged export."""
+    return lora_lib.merge(state["params"], state["lora"], self.lora_scale) if self.use_lora else state["params"]
 
 
 def _init_fn(fns: ModelFns, optimizer, mask, lora_patterns, lora_rank):

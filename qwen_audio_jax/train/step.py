@@ -2,7 +2,8 @@
 
 The loss is the mean cross-entropy over answer tokens (`loss_mask`) of the whole global batch:
 micro-batch losses are summed weighted by their token counts, so gradient accumulation gives the
-same loss and gradients as one big batch. Gradients are taken for the trainable part only.
+same loss and gradients as one big batch. Gradients are taken for the trainable part only. The loss is
+chunked through the lm_head (`ModelFns.loss`): no [B, S, V] logits in the step, forward or backward.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from qwen_audio_jax.sharding import partition
-from qwen_audio_jax.train import freeze
+from qwen_audio_jax.train import freeze, grad_stats
 from qwen_audio_jax.train.state import Plan
 
-METRIC_KEYS = ("loss", "tokens", "grad_norm", "lr", "input_tokens", "audio_frames")
+METRIC_KEYS = ("loss", "tokens", "grad_norm", "lr", "input_tokens", "audio_frames")  # always present
+# plus, per tower with trainable leaves, "grad_norm/<tower>" (scalar) and "grad_norms/<tower>" (vector);
+# see `grad_stats.tower_grad_norms`.
 
 
 def _micro_batches(batch: dict, accum: int, mesh) -> dict:
@@ -49,8 +52,8 @@ def make_loss_and_grads(plan: Plan, accum: int = 1, specaug=None) -> Callable:
   fns = plan.fns
 
   def summed(trainable, frozen, mb, rng):
-    logits = fns.forward(plan.model_params(trainable, frozen), mb, train=True, rngs={"dropout": rng})
-    loss, n = fns.loss_fn(logits, mb["targets"], mb["loss_mask"])
+    params, lora = plan.model_inputs(trainable, frozen)
+    loss, n = fns.loss(params, mb, train=True, rngs={"dropout": rng}, lora=lora)
     return loss * n, n
 
   grad_fn = jax.value_and_grad(summed, has_aux=True)
@@ -99,7 +102,8 @@ def make_train_step(plan: Plan, train_cfg, schedule: optax.Schedule | None = Non
     metrics = {"loss": loss, "tokens": n, "grad_norm": optax.global_norm(grads), "lr": jnp.asarray(lr),
                "input_tokens": jnp.sum(batch["attention_mask"]).astype(jnp.float32),
                "audio_frames": jnp.sum(batch["audio_lengths"]).astype(jnp.float32)
-               if "audio_lengths" in batch else jnp.zeros(())}
+               if "audio_lengths" in batch else jnp.zeros(()),
+               **grad_stats.tower_grad_norms(grads)}
     return new, metrics
 
   return _jit(plan, step, donate=True)
@@ -110,9 +114,8 @@ def make_eval_step(plan: Plan):
   fns = plan.fns
 
   def step(state, batch):
-    params = plan.model_params(plan.trainable(state), plan.frozen(state))
-    logits = fns.forward(params, batch, train=False)
-    loss, n = fns.loss_fn(logits, batch["targets"], batch["loss_mask"])
+    params, lora = plan.model_inputs(plan.trainable(state), plan.frozen(state))
+    loss, n = fns.loss(params, batch, train=False, lora=lora)
     return {"loss_sum": loss * n, "tokens": n}
 
   return _jit(plan, step, donate=False)

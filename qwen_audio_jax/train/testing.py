@@ -57,3 +57,38 @@ def batch(model_cfg, seed: int, batch_size: int = 8, seq_len: int = 64, mel_fram
     lengths[b] = t
   return dict(input_ids=ids, attention_mask=attn, targets=targets, loss_mask=loss_mask, audio_mel=mel,
               audio_lengths=lengths)
+
+
+def write_user_manifests(folder: str, n_train: int = 6) -> dict[str, str]:
+  """A user's data in miniature: short wav clips and jsonl manifests, as someone would bring them.
+
+  train.jsonl  task manifest ({"audio", "task", "lang", "text"}; relative paths), n_train clips
+  dev.jsonl    Qwen-Audio eval manifest ({"audio", "prompt", "gt", "source"}), ONE held-out clip
+  Returns {"train": path, "dev": path, "clip": a clip path}.
+  """
+  import json  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+
+  from qwen_audio_jax.data import synthetic  # pylint: disable=import-outside-toplevel
+  os.makedirs(os.path.join(folder, "clips"), exist_ok=True)
+  tasks = ("asr", "asc", "aqa")
+  rows = []
+  for i in range(n_train):
+    record = synthetic.generate(tasks[i % len(tasks)], i)
+    name = f"clips/train-{i}.wav"
+    with open(os.path.join(folder, name), "wb") as f:
+      f.write(record["audio"])
+    rows.append({"audio": name, "task": record["task"], "lang": record["lang"], "text": record["text"],
+                 **({"question": record["question"]} if record["question"] else {})})
+  held_out = synthetic.generate("asr", 0, split="validation")
+  with open(os.path.join(folder, "clips", "dev-0.wav"), "wb") as f:
+    f.write(held_out["audio"])
+  dev = {"audio": "clips/dev-0.wav", "gt": held_out["text"], "source": "dev",
+         "prompt": "<|startoftranscript|><|en|><|transcribe|><|en|><|notimestamps|><|wo_itn|>"}
+  paths = {"train": os.path.join(folder, "train.jsonl"), "dev": os.path.join(folder, "dev.jsonl"),
+           "clip": os.path.join(folder, "clips", "dev-0.wav")}
+  with open(paths["train"], "w", encoding="utf-8") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
+  with open(paths["dev"], "w", encoding="utf-8") as f:
+    f.write(json.dumps(dev) + "\n")
+  return paths

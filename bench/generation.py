@@ -1,0 +1,113 @@
+"""Greedy generation: our compiled engine vs transformers `generate`, same weights, fp32, same threads.
+
+  python -m bench.generation [--quick] [--output FILE]
+
+A random `Qwen2AudioForConditionalGeneration` (hidden 512, 8 layers per tower, 8 heads, the real
+156,032-token vocabulary; --quick: 2 layers, a 16k vocabulary, 32 new tokens) is written as a checkpoint
+and converted with conversion/convert.py, so both sides hold the same numbers. A batch of 8 clips (3-6 s)
+with their prompts is decoded greedily for 128 new tokens (the end token is suppressed on both sides so
+every row runs the full length). Reported: median seconds per `generate` call (prefill included,
+compile excluded), tokens/s and the ratio ours / transformers; the goal is >= 3x.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import jax
+import numpy as np
+import torch
+import transformers
+
+from bench import common
+from conversion import convert
+from conversion.tiny_models import randomize
+from qwen_audio_jax import checkpoint_io
+from qwen_audio_jax.audio import lengths as L
+from qwen_audio_jax.audio.mel import log_mel_spectrogram, pad_or_trim
+from qwen_audio_jax.infer import DecodeSettings, Generator, Prompt
+
+BATCH = 8
+
+
+def reference_model(layers: int, vocab: int, width: int = 512, heads: int = 8):
+  cfg = transformers.Qwen2AudioConfig(
+      audio_config=dict(num_mel_bins=128, encoder_layers=layers, encoder_attention_heads=heads,
+                        encoder_ffn_dim=4 * width, d_model=width, max_source_positions=1500),
+      text_config=dict(model_type="qwen2", vocab_size=vocab, hidden_size=width, intermediate_size=4 * width,
+                       num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+                       rms_norm_eps=1e-6, max_position_embeddings=4096, tie_word_embeddings=False),
+      audio_token_index=vocab - 12)
+  model = transformers.Qwen2AudioForConditionalGeneration._from_config(  # pylint: disable=protected-access
+      cfg, attn_implementation="sdpa")
+  return randomize(model, 0, std=0.02)
+
+
+def inputs(vocab: int, audio_id: int, seed: int = 0):
+  """Our Prompts and transformers' left-padded inputs for BATCH clips of 3-6 s."""
+  rng = np.random.default_rng(seed)
+  prompts, rows, feats, fmask = [], [], [], []
+  for _ in range(BATCH):
+    wave = (0.1 * rng.standard_normal(int(rng.uniform(3, 6) * 16000))).astype(np.float32)
+    mel_len = L.mel_frames(wave.size, "qwen2-audio")
+    t = L.encoder_frames(mel_len)
+    ids = list(rng.integers(0, vocab - 100, 4)) + [audio_id] * L.pooled_frames(t) + list(rng.integers(0, 1000, 8))
+    prompts.append(Prompt(ids=np.asarray(ids, np.int32), waveforms=[wave], encoder_frames=[t]))
+    rows.append(ids)
+    feats.append(np.asarray(log_mel_spectrogram(pad_or_trim(wave, L.N_SAMPLES), n_mels=128)))
+    fmask.append((np.arange(L.N_FRAMES) < mel_len).astype(np.int64))
+  width = max(map(len, rows))
+  ids, mask = np.zeros((BATCH, width), np.int64), np.zeros((BATCH, width), np.int64)
+  for r, row in enumerate(rows):
+    ids[r, width - len(row):], mask[r, width - len(row):] = row, 1
+  hf = dict(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+            input_features=torch.tensor(np.stack(feats)), feature_attention_mask=torch.tensor(np.stack(fmask)))
+  return prompts, hf
+
+
+def run(quick: bool) -> dict:
+  layers, vocab, new = (2, 16384, 32) if quick else (8, 156032, 128)
+  threads = os.cpu_count()
+  torch.set_num_threads(threads)
+  model = reference_model(layers, vocab).eval()
+  with tempfile.TemporaryDirectory() as tmp:
+    model.save_pretrained(os.path.join(tmp, "hf"))
+    convert.convert("hf-qwen2-audio", os.path.join(tmp, "hf"), os.path.join(tmp, "ckpt"), log=lambda *a: None)
+    cfg, params, _ = checkpoint_io.load_model_checkpoint(os.path.join(tmp, "ckpt"))
+  end = vocab - 1
+  gen = Generator(cfg, params, max_batch=BATCH)
+  settings = DecodeSettings(max_new_tokens=new, eos_ids=(end,), suppress_ids=(end,))
+  prompts, hf = inputs(vocab, cfg.audio_pad_id)
+
+  def ours():
+    return gen.generate(prompts, settings)
+
+  def reference():
+    with torch.inference_mode():
+      return model.generate(**hf, do_sample=False, max_new_tokens=new, min_new_tokens=new, eos_token_id=end,
+                            pad_token_id=0)
+
+  times = common.time_interleaved({"ours": ours, "transformers": reference}, repeats=3 if quick else 5)
+  ours_ids = [o.ids for o in ours()]
+  ref_ids = reference()[:, hf["input_ids"].shape[1]:].tolist()
+  tokens = BATCH * new
+  row = {name: {**t, "tokens_per_s": tokens / t["median_s"]} for name, t in times.items()}
+  return {"benchmark": "generation", "quick": quick, "layers": layers, "vocab": vocab, "batch": BATCH,
+          "new_tokens": new, "threads": threads, "jax_devices": str(jax.devices()), **row,
+          "speedup": times["transformers"]["median_s"] / times["ours"]["median_s"],
+          "greedy_ids_equal": ours_ids == ref_ids, "machine": common.machine()}
+
+
+def main(argv=None) -> None:
+  args = common.parser(__doc__.splitlines()[0]).parse_args(argv)
+  result = run(args.quick)
+  common.print_table("greedy generation (batch 8)", ["contender", "median s", "tokens/s"],
+                     [[n, result[n]["median_s"], result[n]["tokens_per_s"]] for n in ("ours", "transformers")])
+  print(f"speedup ours / transformers: {result['speedup']:.2f}x (goal >= 3x); greedy ids equal: "
+        f"{result['greedy_ids_equal']}")
+  common.emit(result, args.output)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,1 @@
+"""Cloud TPU launcher: create a slice, install the project on every worker, run, stream logs, tear down."""
