@@ -166,8 +166,9 @@ class DecoderAttention(nn.Module):
   """Qwen attention: q/k/v (bias), RoPE, optional logn query scale, grouped KV heads, o (no bias).
 
   `key_valid` [B, Sk] bool: real tokens (cache slots when cached); attention is causal. With `layer_kv`
-  = (k_cache, v_cache) [B, S_max, KVH, Dh], the new keys/values are written at slot `cache_index` and
-  attention runs over all S_max slots (the mask hides unwritten/padded ones).
+  = (k_cache, v_cache, layer), caches [L, B, S_max, KVH, Dh] of every layer, the new keys/values are
+  written in place at [layer, :, cache_index] and attention runs over this layer's S_max slots (the mask
+  hides unwritten/padded ones). Returns (output, updated (k_cache, v_cache) or None).
   """
 
   cfg: ModelConfig
@@ -187,11 +188,13 @@ class DecoderAttention(nn.Module):
     q = (q.astype(jnp.float32) * q_scale[:, :, None, None]).astype(q.dtype)
     new_kv, offset = None, None
     if layer_kv is not None:
-      k_cache, v_cache = layer_kv
-      start = (0, cache_index, 0, 0)
-      k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), start)
-      v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), start)
-      new_kv, offset = (k, v), cache_index
+      k_cache, v_cache, layer = layer_kv
+      start = (layer, 0, cache_index, 0, 0)
+      k_cache = jax.lax.dynamic_update_slice(k_cache, k[None].astype(k_cache.dtype), start)
+      v_cache = jax.lax.dynamic_update_slice(v_cache, v[None].astype(v_cache.dtype), start)
+      k = jax.lax.dynamic_index_in_dim(k_cache, layer, 0, keepdims=False)
+      v = jax.lax.dynamic_index_in_dim(v_cache, layer, 0, keepdims=False)
+      new_kv, offset = (k_cache, v_cache), cache_index
     dtype = compute_dtype(self.cfg)
     mask = KeyMask(valid=key_valid, causal=True, offset=offset)
     out = attention(q, k.astype(dtype), v.astype(dtype), mask, dh**-0.5, self.cfg)
