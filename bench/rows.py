@@ -7,8 +7,8 @@ machine's peak). Its function takes `quick` and returns a dict with at least:
   goal: the goal as text; met: bool or None (None: no goal)
   details: any JSON-able figures; notes: list of sentences for RESULTS.md
 Rows declare the backends they run on ("cpu", "gpu", "tpu" or "any" for host-only work); `select`
-skips the others with a reason. Others add rows with `register(Row(...))` (P3 generation vs
-transformers `generate`, P7 plan figures): import the module that registers them in `ROW_MODULES`.
+skips the others with a reason. A module registers its rows with `register(Row(...))` and is listed
+in `ROW_MODULES`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import dataclasses
 import importlib
 from typing import Callable
 
-ROW_MODULES = ("bench.mel_frontend", "bench.encoder_forward", "bench.train_mfu", "bench.data_throughput",
-               "bench.conversion_memory", "bench.gpu_rows")
+ROW_MODULES = ("bench.mel_frontend", "bench.encoder_forward", "bench.generation", "bench.train_mfu",
+               "bench.data_throughput", "bench.conversion_memory", "bench.plan_figures", "bench.gpu_rows")
 
 
 @dataclasses.dataclass(frozen=True)

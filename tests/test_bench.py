@@ -15,12 +15,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_rows_are_selected_by_backend():
   registry = rows.load()
-  assert {"P1", "P2", "P4", "P5", "P6", "G1", "G2"} <= set(registry)
+  assert {"P1", "P2", "P3", "P4", "P5", "P6", "P7", "G1", "G2"} <= set(registry)
   cpu, skipped = rows.select(registry, "cpu")
-  assert [r.id for r in cpu] == ["P1", "P2", "P4", "P5", "P6"]
+  assert [r.id for r in cpu] == ["P1", "P2", "P3", "P4", "P5", "P6", "P7"]
   assert skipped == {"G1": "needs a GPU backend (this run: cpu)", "G2": "needs a GPU backend (this run: cpu)"}
   gpu, skipped = rows.select(registry, "gpu")
-  assert [r.id for r in gpu] == ["P5", "P6", "G1", "G2"] and set(skipped) == {"P1", "P2", "P4"}
+  assert [r.id for r in gpu] == ["P5", "P6", "P7", "G1", "G2"] and set(skipped) == {"P1", "P2", "P3", "P4"}
   assert [r.id for r in rows.select(registry, "cpu", ("P5",))[0]] == ["P5"]
   with pytest.raises(KeyError, match="unknown row"):
     rows.select(registry, "cpu", ("P9",))
@@ -42,10 +42,11 @@ def test_quick_run_executes(tmp_path):
                         timeout=1500, env=dict(os.environ, PYTHONPATH=REPO))
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   report = json.loads(out.read_text())
-  assert [(r["id"], r["status"]) for r in report["rows"]] == [(i, "ok") for i in ("P1", "P2", "P4", "P5", "P6")]
+  cpu_rows = ("P1", "P2", "P3", "P4", "P5", "P6", "P7")
+  assert [(r["id"], r["status"]) for r in report["rows"]] == [(i, "ok") for i in cpu_rows]
   assert set(report["skipped"]) == {"G1", "G2"}
   text = (tmp_path / "RESULTS.md").read_text()
-  assert "## Machine" in text and "| P6 |" in text and "| G1 | skipped |" in text
+  assert "## Machine" in text and "| P3 |" in text and "| P7 |" in text and "| G1 | skipped |" in text
   assert run.threads() == report["machine"]["threads"]
 
 
