@@ -168,3 +168,13 @@ def test_trainer_restores_init_params_into_the_plans_dtypes_and_steps(fp32_check
     np.testing.assert_array_equal(a, b)
   assert np.max(np.abs(after["audio_encoder"]["layers"]["mlp"]["fc1"]["kernel"]
                        - before["audio_encoder"]["layers"]["mlp"]["fc1"]["kernel"])) > 0
+
+
+def test_run_config_model_block_sets_and_checks_tower_dtypes():
+  from qwen_audio_jax.train import defaults  # pylint: disable=import-outside-toplevel
+  block = defaults.model_block("tiny-qwen-audio", decoder_param_dtype="bfloat16")
+  cfg = model_fns.resolve_model_config(block)
+  assert (cfg.decoder_param_dtype, cfg.encoder_param_dtype) == ("bfloat16", None)
+  block.encoder_param_dtype = "bf16"  # what a command-line typo would give
+  with pytest.raises(KeyError, match="encoder_param_dtype='bf16'"):
+    model_fns.resolve_model_config(block)
