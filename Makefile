@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
-	$(PY) -m bench.run_all
+	$(PY) -m bench.run
 
 # README "Scaling" table: one `python -m qwen_audio_jax.plan` per row (true TPU compiles need `pip install -e .[tpu]`)
 scaling: $(STAMP)

@@ -22,19 +22,22 @@ def parser(description: str) -> argparse.ArgumentParser:
 def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, dict]:
   """Seconds per call of each function: `warmup` untimed calls each, then `repeats` rounds that call
   every function once in turn (so a burst of load from other jobs hits all of them alike).
-  Returns {name: {"median_s", "min_s", "repeats"}}.
+  Returns {name: {"median_s", "min_s", "cpu_median_s", "repeats"}}; cpu_median_s is the process's CPU
+  time (all threads) per call, which other processes on the machine do not inflate.
   """
   for fn in fns.values():
     for _ in range(warmup):
       fn()
   times = {name: [] for name in fns}
+  cpu = {name: [] for name in fns}
   for _ in range(repeats):
     for name, fn in fns.items():
-      start = time.perf_counter()
+      start, start_cpu = time.perf_counter(), time.process_time()
       fn()
       times[name].append(time.perf_counter() - start)
-  return {name: {"median_s": statistics.median(t), "min_s": min(t), "repeats": repeats}
-          for name, t in times.items()}
+      cpu[name].append(time.process_time() - start_cpu)
+  return {name: {"median_s": statistics.median(t), "min_s": min(t), "cpu_median_s": statistics.median(cpu[name]),
+                 "repeats": repeats} for name, t in times.items()}
 
 
 LOAD_AT_START = os.getloadavg()[0]  # when a benchmark's process imports this, before it does any work

@@ -16,8 +16,16 @@ from qwen_audio_jax.train import defaults
 def get_config(arg=None):
   del arg
   c = defaults.base_config()
+  # The frozen audio encoder is stored in bf16 (the compute dtype); the LLM and projector keep fp32 master weights.
+  # remat "minimal" (layers.REMAT_POLICIES): keeps the q/k/v, attention-output and MLP-input matmul results,
+  # recomputes attention and elementwise ops in the backward (a few % more FLOPs; "full" recomputes the whole
+  # forward, ~1/3 more). Per example it keeps ~4 GB over 32+32 layers (bench/remat_policies.py: encoder
+  # layer 33+4, LLM layer 76-84+8 MiB; "none" 11 GB, "save_dot_except_mlp" 1.9 GB, "full" 0.4 GB), i.e.
+  # ~32 GB at 8 examples per device: fits 80+ GB devices (v5p, H100/H200); on 16-32 GB chips (v5e, v6e)
+  # override with remat_policy="save_dot_except_mlp" or "full".
   c.model = defaults.model_block("qwen2-audio-7b", dtype="bfloat16", param_dtype="float32",
-                                 remat_policy="full", decoder=dict(vocab_pad_to=defaults.VOCAB_PAD_TO))
+                                 encoder_param_dtype="bfloat16", remat_policy="minimal",
+                                 decoder=dict(vocab_pad_to=defaults.VOCAB_PAD_TO))
   c.data.family = "qwen2-audio"
   c.data.n_mels = 128
   c.train.freeze = (r"audio_encoder/.*",)

@@ -18,6 +18,7 @@ from conversion import transforms
 from conversion.errors import ConversionError
 from conversion.maps import NameMap, Rule
 from conversion.readers import TensorSource
+from qwen_audio_jax import checkpoint_io
 from qwen_audio_jax.model.audio_encoder import sinusoids
 from qwen_audio_jax.model.config import ModelConfig
 
@@ -150,6 +151,7 @@ def _write(arrays, filled, target: str, layer: int | None, value: np.ndarray) ->
     raise AssertionError(f"{target}: value {value.shape} does not fit {dst.shape}")
   # The leading corner: the whole array, except in compose mode where a smaller vocabulary is grown.
   dst[tuple(slice(0, s) for s in value.shape)] = value  # numpy casts (round-to-nearest-even for bf16)
+  checkpoint_io.release_pages(arrays[target])  # staging memmaps: written pages leave the RSS
   filled.add((target, layer))
 
 

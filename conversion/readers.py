@@ -69,17 +69,20 @@ class _SafetensorsFile:
     self.path = path
     self.size = os.path.getsize(path)
     try:
-      self._f = safe_open(path, framework="np")
-      self.infos = {}
-      for name in self._f.keys():
-        s = self._f.get_slice(name)
-        self.infos[name] = TensorInfo(name, tuple(s.get_shape()), _ST_DTYPES.get(s.get_dtype(), s.get_dtype()),
-                                      path)
+      with safe_open(path, framework="np") as f:
+        self.infos = {}
+        for name in f.keys():
+          s = f.get_slice(name)
+          self.infos[name] = TensorInfo(name, tuple(s.get_shape()), _ST_DTYPES.get(s.get_dtype(), s.get_dtype()),
+                                        path)
     except Exception as e:
       raise ConversionError(f"{path}: unreadable safetensors file ({str(e).splitlines()[0]}); truncated or corrupt?")
 
   def read(self, name: str) -> np.ndarray:
-    return self._f.get_tensor(name)
+    """A copy of one tensor. The file is mapped only for this read: the mapping (and the page-cache pages
+    it touched, which count in the converter's RSS) is released before returning."""
+    with safe_open(self.path, framework="np") as f:
+      return f.get_tensor(name)
 
 
 class _TorchFile:

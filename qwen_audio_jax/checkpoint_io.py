@@ -31,7 +31,8 @@ from etils import epath
 
 from qwen_audio_jax.model import config as config_lib
 from qwen_audio_jax.model import params as params_lib
-from qwen_audio_jax.orbax_write import CHUNK_BYTES, atomic_directory, write_params  # noqa: F401  (re-exported)
+from qwen_audio_jax.orbax_write import (CHUNK_BYTES, atomic_directory, release_pages,  # noqa: F401  (re-exported)
+                                         write_params)
 
 FORMAT = "qwen-audio-jax/model-checkpoint"
 FORMAT_VERSION = 1
@@ -306,11 +307,14 @@ class ModelCheckpoint:
     """The parameter tree as jax arrays, LoRA adapters merged.
 
     target: tree like params of `jax.ShapeDtypeStruct`s with shardings (what training restores into);
-    else shardings (tree of `Sharding`, default: the first local device) and dtype (default: stored).
+    else shardings (tree of `Sharding`, default: the first local device) and dtype (default: stored):
+    one dtype for every parameter, or a params-shaped tree of dtypes / arrays (paths it lacks: stored).
     """
     default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     flat_target = flatten(target) if target is not None else {}
     flat_sh = flatten(shardings) if shardings is not None else {}
+    per_path = ({p: jnp.dtype(getattr(d, "dtype", d)) for p, d in flatten(dtype).items()}
+                if isinstance(dtype, Mapping) else None)
     args, items = {}, {}
 
     def add(full, shape, stored_dtype, sharding, want_dtype):
@@ -321,7 +325,7 @@ class ModelCheckpoint:
     for p, (shape, stored_dtype) in self.stored().items():
       t = flat_target.get(p)
       add(self.prefix + p, shape, stored_dtype, t.sharding if t is not None else flat_sh.get(p, default),
-          t.dtype if t is not None else dtype)
+          t.dtype if t is not None else per_path.get(p) if per_path is not None else dtype)
     adapted = self._adapted(list(self.stored()))
     for p, pair in adapted.items():
       kernel_sh = args[self.prefix + p].sharding
@@ -455,7 +459,9 @@ def load_model_checkpoint(path: str, *, step: Any = None, shardings: Any = None,
   """(config, params, metadata) of any checkpoint `resolve` accepts; params as jax arrays.
 
   shardings: a pytree like params of `jax.sharding.Sharding`; default: the first local device.
-  dtype: cast every parameter on restore (default: stored). A LoRA run's adapters are merged.
+  dtype: cast on restore, either one dtype for every parameter or a params-shaped tree of dtypes / arrays
+    (e.g. `model.abstract_params(cfg)` of a config with per-tower param dtypes; paths it lacks keep their
+    stored dtype); default: the stored dtypes. A LoRA run's adapters are merged.
   Raises CheckpointError (one line) if the stored tree does not match the config.
   """
   ckpt = resolve(path, step).check()

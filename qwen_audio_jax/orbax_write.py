@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import mmap
 import os
 import shutil
 import tempfile
@@ -65,6 +66,17 @@ class _SequentialNumpyHandler(type_handlers.NumpyHandler):
     lock = self._locks.setdefault(id(asyncio.get_running_loop()), asyncio.Lock())
     async with lock:
       await super()._open_and_write(value, tspec, ts_context)
+      release_pages(value)
+
+
+def release_pages(array) -> None:
+  """Unmaps a memory-mapped array's pages from this process (its RSS); a no-op for other arrays.
+
+  The mapping is shared and file-backed, so nothing is lost: written pages stay in the page cache (the
+  kernel writes them back when it likes) and the next access maps the file's current contents again.
+  """
+  if isinstance(array, np.memmap) and isinstance(getattr(array, "_mmap", None), mmap.mmap):
+    array._mmap.madvise(mmap.MADV_DONTNEED)  # pylint: disable=protected-access
 
 
 def _numpy_registry():

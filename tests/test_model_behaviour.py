@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from qwen_audio_jax.audio import lengths as L
+from qwen_audio_jax.model.layers import REMAT_POLICIES
 from qwen_audio_jax.model import (AudioPlaceholderError, Model, abstract_params, check_audio_placeholders, forward,
                                   get_config, init_cache, loss_fn)
 
@@ -138,14 +139,17 @@ def test_remat_policies_same_loss_and_grads():
     logits = Model(c).apply({"params": p}, ids, mask, train=True)
     return loss_fn(logits[:, :-1], ids[:, 1:], mask[:, 1:])[0]
 
+  policies = ("none", "full", "dots", *REMAT_POLICIES)
   results = {pol: jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, cfg.replace(remat_policy=pol))
-             for pol in ("none", "full", "minimal")}
+             for pol in policies}
   base_loss, base_grads = results["none"]
-  for pol in ("full", "minimal"):
+  for pol in policies[1:]:
     l, g = results[pol]
     assert abs(float(l) - float(base_loss)) <= 1e-6
     diffs = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))), g, base_grads)
     assert max(jax.tree.leaves(diffs)) <= 1e-6, pol
+  with pytest.raises(ValueError, match="remat_policy must be one of"):
+    Model(cfg.replace(remat_policy="save_everything")).apply({"params": params}, ids, mask)
 
 
 def test_encoder_positions_get_no_gradient():

@@ -2,7 +2,7 @@
 
 The loop carries the KV cache (updated in place), the token buffer [B, N], per-row lengths and finish
 reasons; nothing returns to the host until every row has stopped or N tokens were written. Finished
-rows write `pad_id` and are ignored; the model step is skipped once every row is done.
+rows write `pad_id` and are ignored; the loop (and the model) stops once every row is done.
 """
 
 from __future__ import annotations
@@ -35,12 +35,8 @@ def decode(fns: DecodeFns, settings: DecodeSettings, params, batch: dict, ctrl: 
   rows = limit.shape[0]
   logits, cache = fns.prefill(params, batch, cache_length(fns, batch["input_ids"].shape[1], n))
 
-  def cond(state):
-    t, done = state[0], state[4]
-    return (t < n) & ~jnp.all(done)
-
-  def body(state):
-    t, logits, cache, tokens, done, lengths, reasons = state
+  def pick(t, logits, tokens, done, lengths, reasons):
+    """Token t of every row from `logits`, and the rows' stop state after it."""
     logits = logits_lib.suppress(logits, ctrl.get("suppress"), ctrl.get("begin_suppress"), t)
     keys = logits_lib.row_keys(ctrl["seed"], batch["row_seed"], t) if sample else None
     token = logits_lib.choose(logits, sample, ctrl["temperature"], ctrl["top_k"], ctrl["top_p"], keys)
@@ -51,12 +47,22 @@ def decode(fns: DecodeFns, settings: DecodeSettings, params, batch: dict, ctrl: 
     loop = stopping.hits_loop(tokens, t, settings.loop_guard_tokens, settings.loop_guard_max_period)
     reason = stopping.finish_reason(stop, loop, lengths, limit, ctrl["max_new_tokens"])
     reasons = jnp.where(done, reasons, reason)
-    done = done | (reason != stopping.RUNNING)
-    logits, cache = jax.lax.cond(jnp.all(done) | (t + 1 >= n), lambda: (logits, cache),
-                                 lambda: fns.step(params, token, cache))
-    return t + 1, logits, cache, tokens, done, lengths, reasons
+    return token, tokens, done | (reason != stopping.RUNNING), lengths, reasons
 
-  init = (jnp.zeros((), jnp.int32), logits, cache, jnp.full((rows, n), pad_id, jnp.int32), limit <= 0,
-          jnp.zeros((rows,), jnp.int32), jnp.zeros((rows,), jnp.int32))
+  def cond(state):
+    t, done = state[0], state[4]
+    return (t < n) & ~jnp.all(done)
+
+  def body(state):
+    # The model step runs only when another token is wanted (first token picked before the loop), so
+    # there is no `lax.cond` around it: a conditional's outputs made XLA copy the whole cache each step.
+    t, token, cache, tokens, done, lengths, reasons = state
+    logits, cache = fns.step(params, token, cache)
+    token, tokens, done, lengths, reasons = pick(t, logits, tokens, done, lengths, reasons)
+    return t + 1, token, cache, tokens, done, lengths, reasons
+
+  first = pick(0, logits, jnp.full((rows, n), pad_id, jnp.int32), limit <= 0, jnp.zeros((rows,), jnp.int32),
+               jnp.zeros((rows,), jnp.int32))
+  init = (jnp.ones((), jnp.int32), first[0], cache, *first[1:])
   _, _, _, tokens, _, lengths, reasons = jax.lax.while_loop(cond, body, init)
   return {"tokens": tokens, "lengths": lengths, "reasons": reasons}

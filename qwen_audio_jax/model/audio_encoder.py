@@ -46,10 +46,10 @@ class EncoderLayer(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x, key_mask):
+  def __call__(self, x, lengths):
     eps = self.cfg.encoder.ln_eps
     x = constrain(x)
-    x = x + EncoderAttention(self.cfg, name="attn")(LayerNorm(self.cfg, eps, name="attn_ln")(x), key_mask)
+    x = x + EncoderAttention(self.cfg, name="attn")(LayerNorm(self.cfg, eps, name="attn_ln")(x), lengths)
     x = x + GeluMlp(self.cfg, self.cfg.encoder.mlp_dim, name="mlp")(LayerNorm(self.cfg, eps, name="mlp_ln")(x))
     return constrain(x), None
 
@@ -81,14 +81,11 @@ class AudioEncoder(nn.Module):
     positions = self.param("embed_positions", partitioned(_sinusoid_init, ("positions", "embed")),
                            (ecfg.n_ctx, ecfg.d_model), param_dtype(self.cfg))
     x = x + jax.lax.stop_gradient(positions[:t]).astype(dtype)
-    key_mask = None
-    if lengths is not None:
+    if lengths is not None and ecfg.padding == "crop":
       valid = jnp.arange(t)[None, :] < lengths[:, None]  # [N, T]
-      if ecfg.padding == "crop":
-        x = jnp.where(valid[:, :, None], x, 0).astype(dtype)
-      key_mask = valid[:, None, :]  # [N, 1, T]: padded keys hidden from every query
+      x = jnp.where(valid[:, :, None], x, 0).astype(dtype)
     layers = scan_layers(remat(EncoderLayer, self.cfg.remat_policy), ecfg.n_layers, in_axes=(nn.broadcast,))
-    x, _ = layers(self.cfg, name="layers")(x, key_mask)
+    x, _ = layers(self.cfg, name="layers")(x, lengths)  # keys past each clip's length are hidden
     if ecfg.pool:  # AvgPool1d(2, 2): an odd last frame is dropped
       pooled = t // 2
       x = jnp.mean(x[:, :2 * pooled].astype(jnp.float32).reshape(x.shape[0], pooled, 2, -1), axis=2)

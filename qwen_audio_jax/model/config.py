@@ -109,9 +109,16 @@ class ModelConfig:
   pad_id: int = 151643  # `<|endoftext|>`
   # Numerics (see README "Precision policy").
   dtype: str = "float32"  # compute dtype of matmuls/activations
-  param_dtype: str = "float32"
+  param_dtype: str = "float32"  # stored dtype of every parameter without a tower override below
+  encoder_param_dtype: str | None = None  # audio_encoder params (None: param_dtype), e.g. bf16 when frozen
+  decoder_param_dtype: str | None = None  # decoder (LLM) / Whisper text_decoder params (None: param_dtype)
   matmul_precision: Literal["default", "high", "highest"] = "default"
-  remat_policy: Literal["none", "full", "minimal"] = "none"
+  # Rematerialisation of each scanned layer: names in layers.REMAT_POLICIES.
+  remat_policy: Literal["none", "full", "minimal", "save_dot_except_mlpwi", "save_dot_except_mlp",
+                        "save_qkv_proj", "save_out_proj", "dots"] = "none"
+  # Attention implementation (model/attention.py): auto | xla | chunked | cudnn | splash.
+  attention: Literal["auto", "xla", "chunked", "cudnn", "splash"] = "auto"
+  attention_chunk: int = 256  # query/key block of "chunked" (about; 1500 frames -> 250; best measured on CPU)
   # Training loss (model/loss.py): the lm_head and cross-entropy run over blocks of about this many
   # vocabulary columns, so [B, S, V] logits never exist (<= 0: one block); optionally also over blocks
   # of `loss_chunk` sequence positions (0: whole sequence; each block then re-reduces the lm_head grad).
@@ -120,6 +127,11 @@ class ModelConfig:
 
   def replace(self, **kw) -> "ModelConfig":
     return dataclasses.replace(self, **kw)
+
+  def tower(self, name: Literal["encoder", "decoder"]) -> "ModelConfig":
+    """This config as seen by one tower's modules: `param_dtype` set to that tower's dtype."""
+    dtype = self.encoder_param_dtype if name == "encoder" else self.decoder_param_dtype
+    return self if dtype is None or dtype == self.param_dtype else dataclasses.replace(self, param_dtype=dtype)
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from qwen_audio_jax.model import rope
 from qwen_audio_jax.model.attention import DecoderAttention
@@ -35,23 +36,33 @@ class DecoderMlp(nn.Module):
     dcfg = self.cfg.decoder
     gate = Linear(dcfg.mlp_dim, ("embed", "mlp"), self.cfg, use_bias=False, name="gate")(x)
     up = Linear(dcfg.mlp_dim, ("embed", "mlp"), self.cfg, use_bias=False, name="up")(x)
-    return Linear(dcfg.d_model, ("mlp", "embed"), self.cfg, use_bias=False, name="down")(up * jax.nn.silu(gate))
+    gate, up = checkpoint_name(gate, "mlpwi_0"), checkpoint_name(up, "mlpwi_1")
+    down = Linear(dcfg.d_model, ("mlp", "embed"), self.cfg, use_bias=False, name="down")(up * jax.nn.silu(gate))
+    return checkpoint_name(down, "mlpwo")
 
 
 class DecoderLayer(nn.Module):
-  """One pre-norm block. Returns (x, updated layer kv or None) for nn.scan."""
+  """One pre-norm block, for nn.scan: returns (carry, None).
+
+  Without a cache the carry is x [B, S, D] and `layer` is None. With one, the carry is (x, (k, v)) with the
+  whole stacked cache [L, B, S_max, KVH, Dh] and `layer` is this layer's index (scanned): the layer writes
+  its new keys/values into the carried cache in place, so a decode step moves one token per layer instead
+  of re-stacking every layer's cache as scan outputs (which made XLA copy the cache each step).
+  """
 
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x, cos, sin, q_scale, mask, cache_index, layer_kv):
+  def __call__(self, carry, cos, sin, q_scale, mask, cache_index, layer):
     eps = self.cfg.decoder.rms_eps
+    x, kv = carry if layer is not None else (carry, None)
     x = constrain(x)
-    attn, new_kv = DecoderAttention(self.cfg, name="attn")(
-        RMSNorm(self.cfg, eps, name="ln_1")(x), cos, sin, q_scale, mask, cache_index, layer_kv)
+    attn, kv = DecoderAttention(self.cfg, name="attn")(
+        RMSNorm(self.cfg, eps, name="ln_1")(x), cos, sin, q_scale, mask, cache_index,
+        None if kv is None else (*kv, layer))
     x = x + attn
-    x = x + DecoderMlp(self.cfg, name="mlp")(RMSNorm(self.cfg, eps, name="ln_2")(x))
-    return constrain(x), new_kv
+    x = constrain(x + DecoderMlp(self.cfg, name="mlp")(RMSNorm(self.cfg, eps, name="ln_2")(x)))
+    return (x if layer is None else (x, kv)), None
 
 
 class Decoder(nn.Module):
@@ -116,11 +127,10 @@ class Decoder(nn.Module):
     else:
       q_scale = jnp.ones((b, s), jnp.float32)
 
-    key_slots = jnp.arange(kv_mask.shape[1])
-    query_slots = index + jnp.arange(s)
-    attend = (key_slots[None, None, :] <= query_slots[None, :, None]) & (kv_mask[:, None, :] > 0)
-
-    x, new_kv = self.layers(x, cos, sin, q_scale, attend, index, kv)
+    if kv is None:  # attention is causal over the real keys (kv_mask)
+      x, _ = self.layers(x, cos, sin, q_scale, kv_mask > 0, index, None)
+    else:
+      (x, kv), _ = self.layers((x, kv), cos, sin, q_scale, kv_mask > 0, index, jnp.arange(dcfg.n_layers))
     h = self.final_norm(x)
     if output == "hidden":
       out = h
@@ -131,6 +141,6 @@ class Decoder(nn.Module):
       out = logits[..., :dcfg.vocab_size]  # padded columns sliced off
     new_cache = None
     if cache is not None:
-      new_cache = KVCache(k=new_kv[0], v=new_kv[1], index=index + s, kv_mask=kv_mask,
+      new_cache = KVCache(k=kv[0], v=kv[1], index=index + s, kv_mask=kv_mask,
                           next_pos=prev_pos + jnp.sum(mask, axis=1), ntk_alpha=alpha)
     return out, new_cache

@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from qwen_audio_jax.model.config import ModelConfig
 
@@ -101,9 +102,9 @@ class GeluMlp(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    h = Linear(self.mlp_dim, ("embed", "mlp"), self.cfg, name="fc1")(x)
+    h = checkpoint_name(Linear(self.mlp_dim, ("embed", "mlp"), self.cfg, name="fc1")(x), "mlpwi")
     h = jax.nn.gelu(h, approximate=False)
-    return Linear(x.shape[-1], ("mlp", "embed"), self.cfg, name="fc2")(h)
+    return checkpoint_name(Linear(x.shape[-1], ("mlp", "embed"), self.cfg, name="fc2")(h), "mlpwo")
 
 
 class LayerNorm(nn.Module):
@@ -146,15 +147,36 @@ def embedding(cfg: ModelConfig, num: int, features: int, axes: tuple[str, str], 
                   embedding_init=partitioned(DEFAULT_INIT, axes), name=name)
 
 
+# Activations tagged with `checkpoint_name` in the layers (MaxText names): q/k/v projections, the attention
+# output before its projection ("context"), the output projection, the MLP input and output matmuls.
+_QKV = ("query_proj", "key_proj", "value_proj")
+_MLP_IN = ("mlpwi", "mlpwi_0", "mlpwi_1")
+# Which tagged activations a scanned layer keeps for the backward pass; everything else (attention
+# scores, softmax, norms, activations) is recomputed. "none" = no remat (keep all), "full" = keep only
+# the layer input; "dots" = every matmul without batch dimensions (JAX's dots_with_no_batch_dims).
+REMAT_POLICIES = {
+    "minimal": _QKV + ("context", "out_proj") + _MLP_IN + ("mlpwo",),
+    "save_dot_except_mlpwi": _QKV + ("out_proj", "mlpwo"),
+    "save_dot_except_mlp": _QKV + ("out_proj",),
+    "save_qkv_proj": _QKV,
+    "save_out_proj": ("out_proj",),
+}
+
+
 def remat(block: type[nn.Module], policy: str) -> type[nn.Module]:
-  """Wraps a layer class in rematerialisation: "none" | "full" | "minimal" (matmuls without batch dims kept)."""
+  """Wraps a layer class in rematerialisation with a named policy ("none", "full", "dots" or a key of
+  REMAT_POLICIES)."""
   if policy == "none":
     return block
   if policy == "full":
     return nn.remat(block, prevent_cse=False)
-  if policy == "minimal":
+  if policy == "dots":
     return nn.remat(block, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable, prevent_cse=False)
-  raise ValueError(f"ModelConfig.remat_policy must be 'none', 'full' or 'minimal', got {policy!r}")
+  if policy not in REMAT_POLICIES:
+    names = ["none", "full", "dots", *REMAT_POLICIES]
+    raise ValueError(f"ModelConfig.remat_policy must be one of {names}, got {policy!r}")
+  saved = jax.checkpoint_policies.save_only_these_names(*REMAT_POLICIES[policy])
+  return nn.remat(block, policy=saved, prevent_cse=False)
 
 
 def scan_layers(block: type[nn.Module], n_layers: int, in_axes: tuple[Any, ...]) -> type[nn.Module]:

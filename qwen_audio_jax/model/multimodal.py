@@ -85,15 +85,15 @@ class Model(nn.Module):
     cfg = self.cfg
     check_config(cfg)
     if cfg.family != "qwen":
-      self.audio_encoder = AudioEncoder(cfg)
+      self.audio_encoder = AudioEncoder(cfg.tower("encoder"))
     if cfg.family in _AUDIO_LLM:
       self.audio_projector = Linear(cfg.decoder.d_model, ("audio_embed", "embed"), cfg)
       if cfg.audio_bos_eos:
         self.audio_bos_eos = embedding(cfg, 2, cfg.decoder.d_model, ("norm", "embed"))
     if cfg.family != "whisper":
-      self.decoder = Decoder(cfg)
+      self.decoder = Decoder(cfg.tower("decoder"))
     if cfg.text_decoder is not None:
-      self.text_decoder = WhisperDecoder(cfg)
+      self.text_decoder = WhisperDecoder(cfg.tower("decoder"))
 
   def encode_audio(self, mel: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
     """mel [N, n_mels, F] (+ T per clip) -> [N, frames, d]: encoder output, projected for audio LLMs."""

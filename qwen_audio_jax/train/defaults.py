@@ -21,6 +21,8 @@ def _placeholders(cls) -> ml_collections.ConfigDict:
     default = field.default if field.default is not dataclasses.MISSING else None
     if isinstance(default, (bool, int, float, str)) and field.name != "family":  # the preset fixes it
       block[field.name] = ml_collections.config_dict.placeholder(type(default))
+    elif default is None and field.type == "str | None":  # e.g. the per-tower param dtypes
+      block[field.name] = ml_collections.config_dict.placeholder(str)
   return block
 
 

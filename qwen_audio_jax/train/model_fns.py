@@ -86,8 +86,8 @@ def _check_choices(cfg: model_config.ModelConfig) -> None:
       allowed = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
       if allowed and name != "family" and getattr(obj, name) not in allowed:
         raise KeyError(f"config model.{prefix}{name}={getattr(obj, name)!r}; use one of {', '.join(allowed)}")
-  for name in ("dtype", "param_dtype"):
-    if getattr(cfg, name) not in FLOAT_DTYPES:
+  for name in ("dtype", "param_dtype", "encoder_param_dtype", "decoder_param_dtype"):
+    if getattr(cfg, name) not in FLOAT_DTYPES and not (name.endswith("_param_dtype") and getattr(cfg, name) is None):
       raise KeyError(f"config model.{name}={getattr(cfg, name)!r}; use one of {', '.join(FLOAT_DTYPES)}")
 
 
