@@ -85,6 +85,8 @@ def test_malformed_audio_tags_raise_one_error_type(tok, tok2, text, counts):
     assert all(1 <= n <= MAX_AUDIO_TOKENS for n in counts)
     check_audio_spans(ids, counts, t)  # whatever expanded is consistent
     assert ids.count(t.audio_pad_id) == sum(counts)
+    if t is tok:  # closed tags: no stray <audio> or </audio> left behind
+      assert ids.count(t.audio_start_id) == ids.count(t.audio_end_id) == len(counts)
 
 
 WORD = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="<>|"), min_size=1, max_size=6)
