@@ -72,6 +72,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.distributed.process_id = -1
   c.distributed.cpu_devices = 0  # >0: simulate this many CPU devices per process (testing)
   c.distributed.timeout_s = 300
+  c.distributed.heartbeat_timeout_s = 60  # a dead process is reported (and the others exit) after this
 
   c.train = ml_collections.ConfigDict()
   c.train.total_steps = 1000
