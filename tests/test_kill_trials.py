@@ -214,7 +214,8 @@ def test_kill9_ten_trials(setup):
   assert fired >= n // 2
 
 
-@pytest.mark.parametrize("sig", [pytest.param(signal.SIGTERM, marks=pytest.mark.slow), signal.SIGINT])
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGTERM, marks=pytest.mark.slow, id="SIGTERM"),
+                                 pytest.param(signal.SIGINT, id="SIGINT")])
 def test_stop_signal_checkpoints_exits_zero_and_resumes_exactly(setup, sig):
   workdir = str(setup["tmp"] / f"signal{int(sig)}")
   stopped = _run(setup["config"], workdir, lambda lines: any(l.startswith("step 2/") for l in lines), sig=sig)
