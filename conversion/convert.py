@@ -151,6 +151,10 @@ def main(argv=None) -> int:
   except (ConversionError, checkpoint_io.CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except OSError as e:  # disk full, permissions, I/O errors while writing: the partial output is already removed
+    print(f"error: --output={args.output}: {e.strerror or e} ({e.filename or 'writing the checkpoint'}); "
+          "nothing was written", file=sys.stderr)
+    return 2
   if args.verify:
     from conversion import verify  # pylint: disable=import-outside-toplevel
     return verify.main([f"--checkpoint={args.output}", f"--reference={args.input}", f"--source={args.source}"])

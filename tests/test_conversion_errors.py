@@ -1,5 +1,12 @@
 """Conversion failures: one clear line, non-zero exit, no output directory (CLI via subprocess); name maps
-against the spec's tensor shapes for the real 7B presets (no weights needed)."""
+against the spec's tensor shapes for the real 7B presets (no weights needed).
+
+Faults covered: wrong --source, missing / extra / mis-shaped tensor, a truncated file, a missing shard of an
+index, a corrupted safetensors header, a shard truncated mid-way through the conversion, and a full disk
+(ENOSPC injected into the parameter writer after part of the output was written)."""
+
+import errno
+import json
 
 import os
 import subprocess
@@ -61,7 +68,22 @@ CASES = {  # name: (edit, --source, substrings of the one-line error)
                                             "[160, 64]"]),
     "truncated": (None, "hf-qwen2-audio", [WEIGHTS, "truncated"]),
     "wrong-source": (lambda s: s, "hf-whisper", ["wrong --source=hf-whisper", "hf-qwen2-audio"]),
+    "missing-shard": ("missing_shard", "hf-qwen2-audio", ["model-00002-of-00002.safetensors"]),
+    "bad-header": ("bad_header", "hf-qwen2-audio", [WEIGHTS]),
 }
+
+
+def _folder_case(kind, base, root, case):
+  """Folders broken on disk rather than in their tensors."""
+  folder = root / case
+  if kind == "missing_shard":
+    os.remove(_two_shards(base, folder))
+  else:  # a safetensors header whose JSON is garbage (length prefix intact)
+    folder = _variant(base, root, case, lambda s: s)
+    data = bytearray((folder / WEIGHTS).read_bytes())
+    data[8:40] = b"{\"x\": [1, 2, 3 garbage garbage "
+    (folder / WEIGHTS).write_bytes(bytes(data))
+  return folder
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +94,9 @@ def cli_runs(tmp_path_factory):
   tiny_models.hf_qwen2_audio(str(base))
   procs = {}
   for case, (edit, flag, _) in CASES.items():
-    if edit is None:
+    if isinstance(edit, str):
+      folder = _folder_case(edit, base, root, case)
+    elif edit is None:
       folder = _variant(base, root, case, lambda s: s)
       data = (folder / WEIGHTS).read_bytes()
       (folder / WEIGHTS).write_bytes(data[:len(data) * 2 // 3])
@@ -146,6 +170,34 @@ def test_shard_truncated_after_writing_started_leaves_nothing(tmp_path):
   assert proc.returncode == 2, proc.stderr[-2000:]  # -7 (SIGBUS) if the memory-mapped read is not guarded
   assert len(lines) == 1 and lines[0].startswith("error: ")
   assert "model-00002-of-00002.safetensors" in lines[0] and "changed size while converting" in lines[0]
+  assert not out.exists() and os.listdir(out.parent) == []  # no DIR.staging-* / DIR.tmp-* left
+
+
+def _convert_with_full_disk(folder, out):
+  """The converter's CLI entry point with a parameter writer that writes part of the output, then fails
+  with ENOSPC (a disk filling up mid-write; no size-limited tmpfs needed)."""
+  def write_then_fail(directory, params):
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "partial.bin"), "wb") as f:
+      f.write(b"\0" * 4096)
+    del params
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), directory)
+
+  checkpoint_io.write_params = write_then_fail
+  sys.exit(convert.main(["--source=hf-qwen2-audio", f"--input={folder}", f"--output={out}"]))
+
+
+def test_disk_full_is_one_line_and_leaves_nothing(tmp_path):
+  base = tmp_path / "base"
+  tiny_models.hf_qwen2_audio(str(base))
+  out = tmp_path / "out" / "ckpt"
+  proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--full-disk", str(base), str(out)],
+                        capture_output=True, text=True, cwd=REPO, timeout=300, env=dict(os.environ, PYTHONPATH=REPO))
+  lines = proc.stderr.strip().splitlines()
+  print(proc.returncode, lines[-3:])
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert len(lines) == 1 and lines[0].startswith("error: ") and "No space left on device" in lines[0]
+  assert str(out) in lines[0]
   assert not out.exists() and os.listdir(out.parent) == []  # no DIR.staging-* / DIR.tmp-* left
 
 
@@ -251,4 +303,6 @@ def test_missing_openai_positional_buffer_is_recomputed():
 
 
 if __name__ == "__main__":
+  if sys.argv[1] == "--full-disk":
+    _convert_with_full_disk(*sys.argv[2:])
   _convert_while_truncating(*sys.argv[1:])

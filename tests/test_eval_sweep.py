@@ -208,3 +208,45 @@ def test_missing_manifest_or_audio_is_one_line_before_model_work(fixtures, tmp_p
   assert not os.path.exists(tmp_path / "b" / "m0")
   with pytest.raises(sweep_config.SweepConfigError, match="no checkpoints"):
     sweep_config.checkpoint_list(sweep_config.base_config())
+
+
+KILL_AT_RANDOM = """
+import os, signal, sys, threading, time
+sys.path.insert(0, {repo!r})
+from qwen_audio_jax.eval import cell, sweep
+sys.path.insert(0, {tests!r})
+import test_eval_sweep as t
+import pathlib
+cfg = t.config(pathlib.Path({root!r}), {ckpts!r})
+threading.Timer({delay!r}, lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
+sweep.run(cfg, {workdir!r})
+time.sleep(60)  # finished before the moment: the timer still kills (the rerun then only skips)
+"""
+
+
+@pytest.mark.slow
+def test_sweep_killed_at_random_moments_resumes_to_identical_results(fixtures, reference_run, tmp_path):
+  """kill -9 at 6 seeded random moments (from start-up to the end of a sweep), each resumed: identical dumps
+  and summaries. `pytest -m slow tests/test_eval_sweep.py`."""
+  import random
+  root, ckpts = fixtures
+  t0 = time.time()
+  timing = KILL_AT_RANDOM.replace("threading.Timer", "0 and threading.Timer").replace("time.sleep(60)", "pass")
+  subprocess.run([sys.executable, "-c", timing.format(repo=REPO, tests=os.path.join(REPO, "tests"), root=str(root),
+                                                      ckpts=ckpts, workdir=str(tmp_path / "timing"), delay=0.0)],
+                 capture_output=True, text=True, timeout=900, check=True)
+  span = time.time() - t0
+  rng = random.Random(20261201)
+  for trial in range(6):
+    workdir = str(tmp_path / f"trial{trial}")
+    delay = rng.uniform(0.3 * span, 1.0 * span)
+    script = KILL_AT_RANDOM.format(repo=REPO, tests=os.path.join(REPO, "tests"), root=str(root), ckpts=ckpts,
+                                   workdir=workdir, delay=delay)
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    parts = sum(".part-" in f for d in ("m0", "m1") if os.path.isdir(os.path.join(workdir, d))
+                for f in os.listdir(os.path.join(workdir, d)))
+    sweep.run(config(root, ckpts), workdir)
+    print("EVAL_TRIAL", trial, f"kill at {delay:.1f}s of {span:.1f}s", f"part files at kill {parts}")
+    assert _dumps(workdir) == _dumps(reference_run)
+    assert _summaries(workdir) == _summaries(reference_run)

@@ -107,6 +107,10 @@ def load_audio(source: AudioSource, sr: int = SAMPLE_RATE) -> np.ndarray:
     path = pathlib.Path(source)
     if not path.is_file():
       raise AudioError(f"{name}: no such file" if not path.exists() else f"{name}: not a file")
+    if not os.access(path, os.R_OK):
+      raise AudioError(f"{name}: permission denied (the file is not readable by this user)")
+    if path.stat().st_size == 0:
+      raise AudioError(f"{name}: empty file (0 bytes)")
   elif not isinstance(source, (bytes, bytearray, memoryview)) and not hasattr(source, "read"):
     raise AudioError(f"{name}: expected a path, bytes or a binary file object, "
                      f"got {type(source).__name__}")

@@ -76,6 +76,8 @@ def parse_messages_object(obj: dict, folder: pathlib.Path, where: str) -> list[d
   if not isinstance(turns, list) or not turns:
     raise ManifestError(f"{where}: expected a non-empty 'messages' (or 'conversations') list")
   audios = obj.get("audios", obj.get("audio", []))
+  if not isinstance(audios, (str, list)):
+    raise ManifestError(f"{where}: 'audios' must be a path or a list of paths, got {json.dumps(audios)[:40]}")
   pending = [audios] if isinstance(audios, str) else [str(a) for a in audios]
   messages = []
   if obj.get("system"):

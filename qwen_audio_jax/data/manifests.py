@@ -73,12 +73,26 @@ def _lines(path: pathlib.Path):
           raise ManifestError(f"{path}:{number}: invalid JSON ({e.msg})") from None
 
 
+_TEXT_FIELDS = ("text", "answer", "gt", "question", "id", "source", "text_lang")  # numbers read as text
+
+
 def _require(obj, keys, where: str) -> None:
+  """Required fields present; path/tag fields strings, text fields strings or numbers (never a list,
+  object, null or boolean turned silently into text)."""
   if not isinstance(obj, dict):
     raise ManifestError(f"{where}: expected a JSON object, got {type(obj).__name__}")
   missing = [k for k in keys if k not in obj]
   if missing:
     raise ManifestError(f"{where}: missing field(s) {missing}")
+  for key in ("audio", "task", "lang", "prompt") + _TEXT_FIELDS:
+    value = obj.get(key)
+    if key not in obj or isinstance(value, str) or (
+        key in _TEXT_FIELDS and isinstance(value, (int, float)) and not isinstance(value, bool)):
+      continue
+    if key == "text_lang" and value is None:
+      continue
+    kind = "string or number" if key in _TEXT_FIELDS else "string"
+    raise ManifestError(f"{where}: field {key!r} must be a {kind}, got {json.dumps(value)[:40]}")
 
 
 def read_eval_jsonl(path) -> list[dict]:

@@ -93,15 +93,17 @@ class BatchBuilder:
         where = describe(record)
         encoded = self.encoder.encode(record)
         stats["truncated"] += int(encoded.truncated)
+        stats["ids"].append(where)
         return encoded
       except DATA_ERRORS as error:
         stats["bad"] += 1
         stats["last_bad"] = [where, f"{type(error).__name__}: {error}"]
     stats["empty"] += 1
+    stats["ids"].append(None)
     return None
 
   def __call__(self, g: int) -> dict:
-    stats = {"tried": 0, "bad": 0, "empty": 0, "truncated": 0, "last_bad": None}
+    stats = {"tried": 0, "bad": 0, "empty": 0, "truncated": 0, "last_bad": None, "ids": []}
     examples = [self.example(pos, stats) for pos in self.positions(int(g))]
     batch = collate_train(examples, buckets=self.buckets, max_audios=self.max_audios,
                           n_mels=self.n_mels, pad_id=self.encoder.tokenizer.pad_id,
@@ -152,6 +154,7 @@ class TrainIterator:
     self.global_batches = 0
     self.counters = {"tried": 0, "bad": 0, "empty": 0, "truncated": 0}
     self.last_bad: list[str] | None = None
+    self.last_example_ids: list[str | None] = []  # this process's rows of the last batch (None: empty slot)
     self._iterator = None
 
   # --- iteration ---------------------------------------------------------------------------
@@ -182,6 +185,7 @@ class TrainIterator:
     for key in self.counters:
       self.counters[key] += int(stats[key])
     self.last_bad = stats["last_bad"] or self.last_bad
+    self.last_example_ids = list(stats["ids"])
     self._check_quality()
     if self.bucket_sync is not None:
       batch = pad_batch_to(batch, self.bucket_sync(batch["input_ids"].shape[1]),

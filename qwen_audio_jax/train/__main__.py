@@ -129,7 +129,8 @@ def main(argv):
       d.mode, coordinator=d.coordinator or None,
       num_processes=None if int(d.num_processes) < 0 else int(d.num_processes),
       process_id=None if int(d.process_id) < 0 else int(d.process_id),
-      timeout_s=int(d.timeout_s), cpu_devices=int(d.cpu_devices) or None)
+      timeout_s=int(d.timeout_s), cpu_devices=int(d.cpu_devices) or None,
+      heartbeat_timeout_s=int(d.get("heartbeat_timeout_s", 100)))
   from qwen_audio_jax.train import loop  # pylint: disable=import-outside-toplevel  (after distributed init)
   try:
     summary = loop.train(cfg, _WORKDIR.value)  # identity check on every process, then prepare + run

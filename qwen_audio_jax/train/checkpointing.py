@@ -9,7 +9,9 @@ Layout under the workdir (names in `checkpoint_io`, which reads every step as a 
 Each step is written atomically by Orbax (temporary directory, then rename). Saves are asynchronous;
 an error in a background save is raised at the next save or at `close()` (never swallowed).
 A checkpoint that cannot be read back (e.g. truncated) is reported, moved to `damaged/<step>`, and the
-previous one is used (`restore_intact`).
+previous one is used (`restore_intact`). Retention never deletes a step folder in place (a kill during
+Orbax's recursive delete would leave a half-deleted folder that still looks complete): old steps are
+renamed into `<manager dir>/.trash/` (atomic) and the trash is emptied at the next save and at `close()`.
 Restore always goes through the *current* plan's abstract state and shardings, so a checkpoint
 restores onto any mesh, device count or process count, including a single CPU device.
 """
@@ -54,6 +56,14 @@ def _gather_json(obj: Any) -> list[Any]:
   return [json.loads(bytes(r[:n]).decode()) for r, n in zip(rows, sizes)]
 
 
+TRASH = ".trash"  # Orbax's `todelete_subdir`: not a step name, so never listed as a checkpoint
+
+
+def _empty_trash(directory: str) -> None:
+  if jax.process_index() == 0:
+    shutil.rmtree(os.path.join(directory, TRASH), ignore_errors=True)
+
+
 class Checkpoints:
   """Latest-N full-state checkpoints plus best-K params, under `workdir`."""
 
@@ -64,7 +74,7 @@ class Checkpoints:
     self.latest = ocp.CheckpointManager(
         os.path.join(self.workdir, checkpoint_io.RUN_LATEST), item_names=("state", "data", checkpoint_io.RUN_META),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
-                                             cleanup_tmp_directories=True, create=True))
+                                             cleanup_tmp_directories=True, create=True, todelete_subdir=TRASH))
     self.best = None
     if best_keep > 0:
       self.best = ocp.CheckpointManager(
@@ -72,13 +82,14 @@ class Checkpoints:
           options=ocp.CheckpointManagerOptions(
               max_to_keep=best_keep, best_fn=lambda m: float(m[best_metric]), best_mode=best_mode,
               keep_checkpoints_without_metrics=False, enable_async_checkpointing=async_save,
-              cleanup_tmp_directories=True, create=True))
+              cleanup_tmp_directories=True, create=True, todelete_subdir=TRASH))
 
   # -- saving ---------------------------------------------------------------------------------------
 
   def save(self, step: int, state: dict, data_state: Any = None, meta: dict | None = None) -> bool:
     """Full state at `step` (skipped if that step is already saved). Raises earlier async errors."""
     self.latest.check_for_errors()
+    _empty_trash(str(self.latest.directory))
     if step in self.latest.all_steps():
       return False
     data = {"process_count": jax.process_count(), "states": _gather_json(data_state)}
@@ -90,6 +101,7 @@ class Checkpoints:
     if self.best is None:
       return False
     self.best.check_for_errors()
+    _empty_trash(str(self.best.directory))
     if step in self.best.all_steps():
       return False
     params = {k: state[k] for k in ("params", "lora") if k in state}
@@ -111,6 +123,7 @@ class Checkpoints:
         errors.append(e)
       finally:
         mgr.close()
+        _empty_trash(str(mgr.directory))
     if errors:
       raise errors[0]
 

@@ -74,6 +74,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.distributed.process_id = -1
   c.distributed.cpu_devices = 0  # >0: simulate this many CPU devices per process (testing)
   c.distributed.timeout_s = 300
+  c.distributed.heartbeat_timeout_s = 60  # a dead process is reported (and the others exit) after this
 
   c.train = ml_collections.ConfigDict()
   c.train.total_steps = 1000
@@ -91,6 +92,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.allow_random_init = False  # LoRA / frozen-part configs refuse to start from random weights
   c.train.compilation_cache_dir = ""  # persistent XLA compilation cache ("" = off)
   c.train.stop_after_steps = 0  # >0: stop (with a checkpoint) after this many steps of this run
+  c.train.nonfinite_policy = "skip"  # NaN/Inf loss or gradient: the update is never applied; skip | halt
+  c.train.max_nonfinite_in_a_row = 10  # "skip": stop the run after this many skipped steps in a row (0: never)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 1e-4

@@ -28,9 +28,9 @@ from qwen_audio_jax.eval.sweep_config import SweepConfigError
 from qwen_audio_jax.model import config as model_config
 from qwen_audio_jax.model.splice import check_audio_placeholders
 from qwen_audio_jax.sharding import mesh as mesh_lib, partition
-from qwen_audio_jax.train import (checkpointing, metrics as metrics_lib, model_fns, optimizer as optim_lib,
-                                  plot, preemption, preflight, run_identity, specaugment, state as state_lib,
-                                  step as step_lib, watchdog as watchdog_lib, writers)
+from qwen_audio_jax.train import (checkpointing, metrics as metrics_lib, model_fns, nonfinite,
+                                  optimizer as optim_lib, plot, preemption, preflight, run_identity, specaugment,
+                                  state as state_lib, step as step_lib, watchdog as watchdog_lib, writers)
 
 MODEL_KEYS = ("input_ids", "attention_mask", "targets", "loss_mask", "audio_mel", "audio_lengths")
 
@@ -44,7 +44,7 @@ class ConfigMismatchError(ValueError):
 
 
 # one line, exit 2 (the CLI); SweepConfigError: eval.sweep / eval.best_metric (eval/during_training.py)
-USER_ERRORS = preflight.USER_ERRORS + (ConfigMismatchError, MelCropError, SweepConfigError)
+USER_ERRORS = preflight.USER_ERRORS + (ConfigMismatchError, MelCropError, SweepConfigError, nonfinite.NonFiniteError)
 
 
 def check_data_matches_model(data_cfg, mcfg) -> None:
@@ -380,6 +380,7 @@ def _loop(p: Prepared, state, ckpt, stop, watchdog):
   mel_frames, log_every = int(cfg.train.mel_frames), max(1, int(cfg.log.every_steps))
   every_eval, every_ckpt = int(cfg.eval.every_steps), int(cfg.checkpoint.every_steps)
   summary = {"first_step": first, "peak_flops": peak, "peak_source": peak_how, "compile_s": []}
+  guard = nonfinite.Guard.from_config(cfg.train)
   compiled, pending, step, stopped = {}, [], first, False
   t_start = t_mark = time.time()
   logs.start_progress(first, total)
@@ -403,13 +404,14 @@ def _loop(p: Prepared, state, ckpt, stop, watchdog):
     state, m = compiled[key](state, batch)
     step += 1
     watchdog.dispatched(step)
-    pending.append((step, m, shapes))
+    pending.append((step, m, shapes, getattr(data, "last_example_ids", None)))
     if step % log_every == 0 or step == total:
       values = host_value([p[1] for p in pending])
       dt = (time.time() - t_mark) / len(pending)
       watchdog.completed(len(pending), dt)
-      for (s, _, shp), v in zip(pending, values):
+      for (s, _, shp, ids), v in zip(pending, values):
         rec = {k: float(x) for k, x in v.items() if np.ndim(x) == 0}
+        guard.observe(s, rec, ids)
         hist = {k: np.asarray(x) for k, x in v.items() if np.ndim(x) > 0}
         rec.update(_throughput(mcfg, rec, shp, dt, peak, mult, int(cfg.train.batch_size)))
         logs.write(s, rec, metrics_lib.format_line(s, total, rec) if s == pending[-1][0] else None, hist)
@@ -436,7 +438,7 @@ def _loop(p: Prepared, state, ckpt, stop, watchdog):
         print(f"stopping at step {step} (checkpoint saved)", flush=True)
       break
   logs.close(os.path.join(workdir, "loss.png") if cfg.log.plot else None)
-  summary.update(last_step=step, stopped=stopped, wall_s=time.time() - t_start)
+  summary.update(last_step=step, stopped=stopped, wall_s=time.time() - t_start, nonfinite_steps=guard.total)
   return state, summary
 
 

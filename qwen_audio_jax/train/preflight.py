@@ -59,6 +59,10 @@ def check_numbers(cfg) -> None:
                          f"train.grad_accum_steps={t.grad_accum_steps}")
   if int(cfg.eval.every_steps) and int(cfg.eval.batch_size) < 1:
     raise RunConfigError(f"config eval.batch_size={cfg.eval.batch_size} must be >= 1")
+  if str(t.get("nonfinite_policy", "skip")) not in ("skip", "halt"):
+    raise RunConfigError(f"config train.nonfinite_policy={t.nonfinite_policy!r} must be 'skip' or 'halt'")
+  if int(t.get("max_nonfinite_in_a_row", 0)) < 0:
+    raise RunConfigError(f"config train.max_nonfinite_in_a_row={t.max_nonfinite_in_a_row} must be >= 0")
   if t.init_params_dir and t.fork_from:
     raise RunConfigError("config train.init_params_dir and train.fork_from are both set; give one")
 

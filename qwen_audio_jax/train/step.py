@@ -4,6 +4,11 @@ The loss is the mean cross-entropy over answer tokens (`loss_mask`) of the whole
 micro-batch losses are summed weighted by their token counts, so gradient accumulation gives the
 same loss and gradients as one big batch. Gradients are taken for the trainable part only. The loss is
 chunked through the lm_head (`ModelFns.loss`): no [B, S, V] logits in the step, forward or backward.
+
+A step whose loss or gradient norm is NaN/Inf is never applied: params, adapters and optimizer state
+are returned unchanged, bit for bit; only `step` (and with it the data position and the step's RNG)
+advances. Metric "nonfinite" is 1.0 on such a step; the loop logs the batch's example ids and, per
+`train.nonfinite_policy`, halts at once ("halt") or after `train.max_nonfinite_in_a_row` in a row ("skip").
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from qwen_audio_jax.sharding import partition
 from qwen_audio_jax.train import freeze, grad_stats
 from qwen_audio_jax.train.state import Plan
 
-METRIC_KEYS = ("loss", "tokens", "grad_norm", "lr", "input_tokens", "audio_frames")  # always present
+METRIC_KEYS = ("loss", "tokens", "grad_norm", "lr", "input_tokens", "audio_frames", "nonfinite")  # always
 # plus, per tower with trainable leaves, "grad_norm/<tower>" (scalar) and "grad_norms/<tower>" (vector);
 # see `grad_stats.tower_grad_norms`.
 
@@ -92,14 +97,20 @@ def make_train_step(plan: Plan, train_cfg, schedule: optax.Schedule | None = Non
     rng = jax.random.fold_in(state["rng"], state["step"])
     trainable, frozen = plan.trainable(state), plan.frozen(state)
     (loss, n), grads = loss_and_grads(trainable, frozen, batch, rng)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = plan.optimizer.update(grads, state["opt_state"], trainable)
     trainable = optax.apply_updates(trainable, updates)
     new = dict(state, step=state["step"] + 1, opt_state=opt_state,
                params=freeze.merge(frozen, trainable["params"]))
     if plan.use_lora:
       new["lora"] = trainable["lora"]
+    for k in ("params", "lora", "opt_state"):  # a non-finite step keeps the old leaves, bit for bit
+      if k in new:
+        new[k] = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new[k], state[k])
     lr = schedule(state["step"]) if schedule is not None else jnp.zeros(())
-    metrics = {"loss": loss, "tokens": n, "grad_norm": optax.global_norm(grads), "lr": jnp.asarray(lr),
+    metrics = {"loss": loss, "tokens": n, "grad_norm": grad_norm, "lr": jnp.asarray(lr),
+               "nonfinite": 1.0 - finite.astype(jnp.float32),
                "input_tokens": jnp.sum(batch["attention_mask"]).astype(jnp.float32),
                "audio_frames": jnp.sum(batch["audio_lengths"]).astype(jnp.float32)
                if "audio_lengths" in batch else jnp.zeros(()),
