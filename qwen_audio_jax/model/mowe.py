@@ -117,3 +117,23 @@ def aux_loss(probs: jax.Array, mask: jax.Array, row_weight: jax.Array | None = N
   share = jnp.sum(mask * wts[:, None], axis=0) / jnp.maximum(jnp.sum(mask * wts[:, None]), 1.0)
   mean_p = jnp.sum(probs * wts[:, None], axis=0) / denom
   return k * jnp.sum(share * mean_p)
+
+
+def router_stats(intermediates, n_weak: int, row_weight: jax.Array | None = None) -> dict[str, jax.Array]:
+  """Scalars for the logs from the sown router outputs (`Model.apply(..., mutable=["intermediates"])`):
+  "mowe/aux_loss", per weak encoder k "mowe/usage/weak_k" (share of clips whose top-k holds k),
+  "mowe/prob/weak_k" (mean data-dependent probability) and "mowe/weight/weak_k" (data-independent weight)."""
+  mine = intermediates.get("mowe", {})
+  out = {}
+  if "mowe_probs" in mine:
+    probs, mask = mine["mowe_probs"][0], mine["mowe_mask"][0]
+    wts = jnp.ones(probs.shape[:1], jnp.float32) if row_weight is None else row_weight.astype(jnp.float32)
+    denom = jnp.maximum(jnp.sum(wts), 1.0)
+    out["mowe/aux_loss"] = aux_loss(probs, mask, wts)
+    usage, mean_p = (jnp.sum(x * wts[:, None], axis=0) / denom for x in (mask, probs))
+    for k in range(n_weak):
+      out[f"mowe/usage/weak_{k}"], out[f"mowe/prob/weak_{k}"] = usage[k], mean_p[k]
+  if "mowe_weights" in mine:
+    for k in range(n_weak):
+      out[f"mowe/weight/weak_{k}"] = mine["mowe_weights"][0][k]
+  return out
