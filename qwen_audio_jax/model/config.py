@@ -100,7 +100,7 @@ class MoweConfig:
   must equal the base encoder's; `pool` is forced on so its frames align with the base's pooled frames).
   Their outputs are projected to the LLM width and mixed by a data-independent router (softmax over
   learned logits, the same for every clip) and a data-dependent router (softmax over a linear gate of
-  the base encoder's masked mean-pooled features, top-k renormalised); the mixture is added to the
+  the base encoder's masked mean-pooled features, kept for the top-k); the mixture is added to the
   base projector's output (= projecting the concatenation [base, weighted weak] with a block kernel).
   """
 

@@ -5,7 +5,8 @@ For the clips' base features f [N, T', d_enc] (pooled, before the projector) and
   P_k = e_k @ W_k [N, T', D]                     a bias-free projection per weak encoder to the LLM width
   w   = softmax(router_logits) [K]                data-independent router (same for every clip)
   p   = softmax(mean_valid(f) @ G + g) [N, K]     data-dependent router on the masked mean of f
-  m   = top-k(p) one-hot [N, K] (exactly k ones); d = p·m / sum(p·m)   (renormalised over the selected)
+  m   = top-k(p) one-hot [N, K] (exactly k ones); d = p·m   (Switch-style: the selected probabilities,
+        not renormalised, so the next-token loss reaches the gate even with k = 1)
   delta = sum_k (w_k + d_nk) P_nk                ("both"; "independent": w only, "dependent": d only)
 The model adds delta to audio_projector(f): that is the projection of the concatenation [f, weighted weak
 embeddings] with a block kernel, written so that a zero weak path leaves the base output bit for bit.
@@ -96,8 +97,7 @@ class Mowe(nn.Module):
       mask = top_k_mask(probs, m.top_k)
       self.sow("intermediates", "mowe_probs", probs)
       self.sow("intermediates", "mowe_mask", mask)
-      kept = probs * mask
-      weights = weights + kept / jnp.sum(kept, axis=-1, keepdims=True)
+      weights = weights + probs * mask
     return jnp.einsum("nk,nktd->ntd", weights.astype(stacked.dtype), stacked)
 
 

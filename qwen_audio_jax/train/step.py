@@ -47,9 +47,10 @@ def _augment(batch: dict, rng, specaug) -> dict:
   return dict(batch, audio_mel=specaug(rng, batch["audio_mel"], mel_frames))
 
 
-def make_loss_and_grads(plan: Plan, accum: int = 1, specaug=None) -> Callable:
-  """(trainable, frozen, batch, rng) -> ((loss, tokens, stats), grads): the core of the train step; `stats`
-  are the model's extra scalars (MoWE router statistics, `ModelFns.loss_and_stats`; {} otherwise)."""
+def make_loss_and_grads(plan: Plan, accum: int = 1, specaug=None, with_stats: bool = False) -> Callable:
+  """(trainable, frozen, batch, rng) -> ((loss, tokens), grads): the core of the train step. `with_stats`:
+  ((loss, tokens, stats), grads), `stats` = the model's extra scalars (MoWE router statistics,
+  `ModelFns.loss_and_stats`; {} otherwise)."""
   fns = plan.fns
 
   def summed(trainable, frozen, mb, rng):
