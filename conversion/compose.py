@@ -11,7 +11,8 @@
   padding; its text decoder is dropped); `mowe/proj_k` kernels ~ N(0, 0.02^2), the data-dependent gate
   kernel ~ N(0, 0.02^2) with bias 0, the data-independent router logits 0 (uniform weights).
 All random draws come from numpy's default_rng(seed), in the order above (vocab rows, then projector,
-then bos/eos, then the MoWE projections and gate, so adding weak encoders leaves the rest unchanged). The LLM keeps Qwen-7B's own RMSNorm eps (Qwen-Audio's released config uses 1e-5); the
+then bos/eos, then the MoWE projections and gate, so adding weak encoders leaves the rest unchanged).
+The LLM keeps Qwen-7B's own RMSNorm eps (Qwen-Audio's released config uses 1e-5); the
 Whisper text decoder and v1 buffers are dropped (listed in the record).
 """
 

@@ -53,7 +53,8 @@ def write(directory: str, cfg: config_lib.ModelConfig, paths, read: Callable[[li
     save_file({p: np.ascontiguousarray(a) for p, a in read(mine).items()}, os.path.join(directory, weights),
               metadata={"format": f"qwen-audio-jax/{block}"})
     with open(os.path.join(directory, config), "w") as f:
-      json.dump({"format": f"qwen-audio-jax/{block}", "version": VERSION, block: dataclasses.asdict(value)}, f, indent=2)
+      json.dump({"format": f"qwen-audio-jax/{block}", "version": VERSION, block: dataclasses.asdict(value)}, f,
+                indent=2)
     written += [weights, config]
   return written
 

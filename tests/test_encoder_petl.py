@@ -144,7 +144,9 @@ def test_prompt_tuning_matches_numpy_reference_and_keeps_token_count(setup, fami
 def test_only_petl_parameters_and_projector_get_gradients(mode):
   c = recipe.get_config(f"10,{mode}")
   cfg = model_fns.resolve_model_config(c.model)
-  cfg = cfg.replace(encoder=dataclasses.replace(cfg.encoder, n_ctx=100))
+  small = _base()  # the recipe's model at a small vocabulary and n_ctx (fast)
+  cfg = cfg.replace(encoder=small.encoder, decoder=small.decoder, audio_pad_id=PAD, audio_start_id=START,
+                    audio_end_id=END, pad_id=EOT)
   fns = model_fns.build(cfg)
   params = fns.init(jax.random.PRNGKey(0))
   batch = testing.batch(cfg, seed=0, batch_size=2, seq_len=64, mel_frames=120)
@@ -157,7 +159,8 @@ def test_only_petl_parameters_and_projector_get_gradients(mode):
 
   diff = {"params": tr, **({"lora": adapters} if adapters is not None else {})}
   grads = jax.grad(objective)(diff)
-  paths = {jax.tree_util.keystr(p): float(jnp.max(jnp.abs(g))) for p, g in jax.tree_util.tree_flatten_with_path(grads)[0]}
+  paths = {jax.tree_util.keystr(p): float(jnp.max(jnp.abs(g)))
+              for p, g in jax.tree_util.tree_flatten_with_path(grads)[0]}
   expect = {"adapter": "_adapter", "prompt": "prompts", "lora": "lora"}[mode]
   others = [p for p in paths if expect not in p and "audio_projector" not in p]
   assert not others, others

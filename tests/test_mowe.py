@@ -159,7 +159,8 @@ def test_gradients_reach_routers_and_weak_encoders_only(family):
 
   grads, stats = jax.grad(objective, has_aux=True)(tr)
   assert set(grads) == {"mowe", "audio_projector"}
-  flat = {jax.tree_util.keystr(p): float(jnp.max(jnp.abs(g))) for p, g in jax.tree_util.tree_flatten_with_path(grads)[0]}
+  flat = {jax.tree_util.keystr(p): float(jnp.max(jnp.abs(g)))
+             for p, g in jax.tree_util.tree_flatten_with_path(grads)[0]}
   assert not any("embed_positions" in p for p in flat)
   dead = [p for p, v in flat.items() if v == 0.0]
   assert not dead, dead

@@ -107,4 +107,7 @@ def format_line(step: int, total: int, m: dict) -> str:
                    ("tflops_per_device", "{:.4f}"), ("mfu", "{:.2%}")):
     if key in m:
       parts.append(f"{key} " + fmt.format(m[key]))
+  usage = sorted(k for k in m if k.startswith("mowe/usage/"))  # MoWE: routing loss and top-k share per encoder
+  if "mowe/aux_loss" in m:
+    parts.append(f"mowe_aux {m['mowe/aux_loss']:.3f} usage " + "/".join(f"{m[k]:.2f}" for k in usage))
   return " | ".join(parts)

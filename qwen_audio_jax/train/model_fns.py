@@ -77,6 +77,12 @@ def resolve_model_config(model_cfg) -> model_config.ModelConfig:
   except (KeyError, TypeError) as e:
     raise KeyError(f"config model: {e}") from None
   _check_choices(cfg)
+  if cfg.mowe is not None or cfg.encoder_petl is not None:  # their settings are checked before any compile
+    from qwen_audio_jax.model import multimodal  # pylint: disable=import-outside-toplevel
+    try:
+      multimodal.check_config(cfg)
+    except ValueError as e:
+      raise KeyError(f"config model: {e}") from None
   return cfg
 
 
