@@ -7,8 +7,12 @@
   Gaussian noise with std 0.01 x the std of the existing entries — new tokens start as "average" tokens.
 * audio_projector: kernel ~ N(0, 0.02^2) (Qwen's initializer_range), bias 0.
 * audio_bos_eos: rows ~ N(0, 0.02^2).
+* mowe (with `weak_paths`, MoWE-Audio): each weak encoder = a Whisper checkpoint's encoder (pooled, v1
+  padding; its text decoder is dropped); `mowe/proj_k` kernels ~ N(0, 0.02^2), the data-dependent gate
+  kernel ~ N(0, 0.02^2) with bias 0, the data-independent router logits 0 (uniform weights).
 All random draws come from numpy's default_rng(seed), in the order above (vocab rows, then projector,
-then bos/eos). The LLM keeps Qwen-7B's own RMSNorm eps (Qwen-Audio's released config uses 1e-5); the
+then bos/eos, then the MoWE projections and gate, so adding weak encoders leaves the rest unchanged).
+The LLM keeps Qwen-7B's own RMSNorm eps (Qwen-Audio's released config uses 1e-5); the
 Whisper text decoder and v1 buffers are dropped (listed in the record).
 """
 
@@ -25,7 +29,7 @@ from conversion.convert import open_source, pad_vocab, staging_dir
 from conversion.errors import ConversionError
 from conversion.maps import MAPS, whisper
 from qwen_audio_jax import checkpoint_io
-from qwen_audio_jax.model.config import DecoderConfig, ModelConfig, unpadded
+from qwen_audio_jax.model.config import DecoderConfig, ModelConfig, MoweConfig, unpadded
 
 INIT_STD = 0.02
 NOISE_REL = 0.01
@@ -57,18 +61,57 @@ def _grow_rows(table: np.ndarray, n_old: int, rng: np.random.Generator, chunk: i
   table[n_old:] = new.astype(table.dtype)
 
 
+def _whisper_flag(path: str) -> str:
+  return "openai-whisper" if os.path.isfile(path) else "hf-whisper"
+
+
+def _encoder_plan(path: str, cfg: ModelConfig):
+  """(flag, source, raw config, plan) mapping a Whisper checkpoint's encoder into `cfg`'s audio_encoder."""
+  wflag = _whisper_flag(path)
+  wsrc, _, wraw = open_source(wflag, path)
+  wmap = MAPS[wflag]  # the Whisper text decoder is not part of Qwen-Audio: carried here, then dropped
+  wmap = dataclasses.replace(wmap, carry=wmap.carry + whisper.TEXT_DECODER_TENSORS[wflag])
+  return wflag, wsrc, wraw, engine.plan(wsrc, wmap, cfg, checkpoint_io.param_shapes(cfg), wflag)
+
+
+def _fill_weak(k: int, path: str, cfg: ModelConfig, arrays: dict, filled: set, log) -> dict:
+  """Weak encoder k from a Whisper checkpoint into arrays["mowe/weak_k/..."]; returns its source record."""
+  one = ModelConfig(family="whisper", encoder=cfg.mowe.weak[k], decoder=None, audio_bos_eos=False,
+                    param_dtype=cfg.param_dtype)  # the weak encoder alone
+  wflag, wsrc, wraw, plan = _encoder_plan(path, one)
+  tmp = engine.allocate(checkpoint_io.param_shapes(one), arrays[f"mowe/proj_{k}/kernel"].dtype, None)
+  done: set = set()
+  engine.fill(plan, tmp, done, log)
+  engine.check_filled(tmp, done)
+  for p, value in tmp.items():
+    dest = f"mowe/weak_{k}/" + p[len("audio_encoder/"):]
+    arrays[dest][...] = value
+    filled.add((dest, None))
+  return record.source_entry(wflag, wsrc, wraw, plan)
+
+
+def _weak_encoder_config(path: str):
+  _, wcfg, _ = open_source(_whisper_flag(path), path)
+  return dataclasses.replace(wcfg.encoder, pool=True, padding="crop")
+
+
 def compose(whisper_path: str, qwen_path: str, output: str, dtype: str = "float32", seed: int = 0,
-            vocab_size: int | None = None, overwrite: bool = False, log=print, vocab_pad_to: int = 1) -> str:
+            vocab_size: int | None = None, overwrite: bool = False, log=print, vocab_pad_to: int = 1,
+            weak_paths=(), mowe_top_k: int = 1) -> str:
   if os.path.exists(output) and not overwrite:
     raise ConversionError(f"--output={output} already exists (pass --overwrite to replace it)")
-  wflag = "openai-whisper" if os.path.isfile(whisper_path) else "hf-whisper"
+  wflag = _whisper_flag(whisper_path)
   wsrc, wcfg, wraw = open_source(wflag, whisper_path)
   qsrc, qcfg, qraw = open_source("hf-qwen", qwen_path)
   cfg = pad_vocab(composed_config(wcfg, qcfg, vocab_size or DecoderConfig().vocab_size, dtype), vocab_pad_to)
-  shapes = checkpoint_io.param_shapes(cfg)
-  wmap = MAPS[wflag]  # the Whisper text decoder is not part of Qwen-Audio: carried here, then dropped
-  wmap = dataclasses.replace(wmap, carry=wmap.carry + whisper.TEXT_DECODER_TENSORS[wflag])
-  wplan = engine.plan(wsrc, wmap, unpadded(cfg), checkpoint_io.param_shapes(unpadded(cfg)), wflag)
+  if weak_paths:
+    cfg = cfg.replace(mowe=MoweConfig(weak=tuple(_weak_encoder_config(p) for p in weak_paths), top_k=mowe_top_k))
+  try:
+    shapes = checkpoint_io.param_shapes(cfg)
+  except ValueError as e:
+    raise ConversionError(f"--weak: {e}") from None
+  base = unpadded(cfg.replace(mowe=None))
+  _, _, _, wplan = _encoder_plan(whisper_path, base)
   qplan = engine.plan(qsrc, MAPS["hf-qwen"], qcfg, checkpoint_io.param_shapes(qcfg), "hf-qwen")
   staging = staging_dir(output)
   try:
@@ -87,8 +130,19 @@ def compose(whisper_path: str, qwen_path: str, output: str, dtype: str = "float3
     arrays["audio_bos_eos/embedding"][...] = (INIT_STD * rng.standard_normal((2, d_llm))).astype(arrays[
         "audio_bos_eos/embedding"].dtype)
     filled |= {("audio_projector/kernel", None), ("audio_projector/bias", None), ("audio_bos_eos/embedding", None)}
+    weak_sources = [_fill_weak(k, p, cfg, arrays, filled, log) for k, p in enumerate(weak_paths)]
+    for k in range(len(weak_paths)):
+      kernel = arrays[f"mowe/proj_{k}/kernel"]
+      kernel[...] = (INIT_STD * rng.standard_normal(kernel.shape)).astype(kernel.dtype)
+    if weak_paths:
+      gate = arrays["mowe/gate/kernel"]
+      gate[...] = (INIT_STD * rng.standard_normal(gate.shape)).astype(gate.dtype)
+      arrays["mowe/gate/bias"][...] = 0
+      arrays["mowe/router_logits"][...] = 0
+      filled |= {(p, None) for p in arrays if p.startswith("mowe/") and "/weak_" not in f"/{p}"}
     engine.check_filled(arrays, filled)
     sources = [record.source_entry(wflag, wsrc, wraw, wplan), record.source_entry("hf-qwen", qsrc, qraw, qplan)]
+    sources += weak_sources
     for s in sources:  # compose keeps no side tensors
       s["dropped"], s["carried"] = s.pop("carried"), {}
     meta = record.base_record(sources, cfg.family, dtype)
@@ -96,7 +150,8 @@ def compose(whisper_path: str, qwen_path: str, output: str, dtype: str = "float3
     meta["compose"] = {"seed": seed, "vocab_size": cfg.decoder.vocab_size, "qwen_vocab_size": n_old,
                        "init": {"new_vocab_rows": f"mean of existing rows + N(0, ({NOISE_REL} * std)^2)",
                                 "audio_projector": f"kernel N(0, {INIT_STD}^2), bias 0",
-                                "audio_bos_eos": f"N(0, {INIT_STD}^2)"}}
+                                "audio_bos_eos": f"N(0, {INIT_STD}^2)"},
+                       "weak": list(weak_paths)}
     checkpoint_io.save_model_checkpoint(output, cfg, checkpoint_io.unflatten(arrays), meta, overwrite=overwrite)
   finally:
     shutil.rmtree(staging, ignore_errors=True)

@@ -2,6 +2,8 @@
 
   python conversion/convert.py --source=hf-qwen2-audio --input=PATH --output=DIR [--dtype=bfloat16]
   python conversion/convert.py --source=compose --whisper=large-v2.pt --qwen=Qwen-7B/ --output=DIR
+  python conversion/convert.py --source=compose --whisper=large-v2.pt --qwen=Qwen-7B/ --weak=tiny.pt --weak=base.pt ...
+  (MoWE: Whisper encoders as weak encoders; an export's mowe.safetensors / encoder_petl.safetensors are read back)
   python conversion/convert.py --source=openai-whisper --input=large-v3.pt --tokenizer=multilingual.tiktoken ...
   add --verify to run conversion/verify.py against the input afterwards.
 
@@ -23,7 +25,7 @@ import tempfile
 if __package__ in (None, ""):  # run as a script: make `conversion` and `qwen_audio_jax` importable
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from conversion import engine, hf_configs, record, whisper_assets  # noqa: E402
+from conversion import engine, extras, hf_configs, record, whisper_assets  # noqa: E402
 from conversion.errors import ConversionError  # noqa: E402
 from conversion.maps import MAPS  # noqa: E402
 from conversion.readers import TensorSource  # noqa: E402
@@ -70,9 +72,14 @@ def convert(flag: str, path: str, output: str, dtype: str = "float32", overwrite
   if os.path.exists(output) and not overwrite:
     raise ConversionError(f"--output={output} already exists (pass --overwrite to replace it)")
   source, cfg, raw = open_source(flag, path)
-  cfg = pad_vocab(cfg.replace(param_dtype=dtype), vocab_pad_to)
-  shapes = checkpoint_io.param_shapes(cfg)  # the padded tree; the source matches the unpadded one
-  plan = engine.plan(source, MAPS[flag], unpadded(cfg), checkpoint_io.param_shapes(unpadded(cfg)), flag)
+  blocks, extra_arrays = extras.read(path)  # MoWE / encoder-PETL parts written beside an export
+  cfg = pad_vocab(cfg.replace(param_dtype=dtype, **blocks), vocab_pad_to)
+  try:
+    shapes = checkpoint_io.param_shapes(cfg)  # the padded tree; the source matches the unpadded one
+  except ValueError as e:
+    raise ConversionError(f"{path}: {e}") from None
+  base = unpadded(extras.base_config(cfg))
+  plan = engine.plan(source, MAPS[flag], base, checkpoint_io.param_shapes(base), flag)
   engine.check_tied(plan)
   if cfg.family != "whisper" and tokenizer is not None:
     raise ConversionError(f"--tokenizer is for Whisper sources only, not --source={flag}")
@@ -87,6 +94,7 @@ def convert(flag: str, path: str, output: str, dtype: str = "float32", overwrite
     arrays = engine.allocate(shapes, engine.DTYPES[dtype], staging)
     filled: set = set()
     engine.fill(plan, arrays, filled, log)
+    fill_extras(arrays, filled, extra_arrays, path)
     engine.check_filled(arrays, filled)
     entry = record.source_entry(flag, source, raw, plan)
     meta = record.base_record([entry], cfg.family, dtype)
@@ -113,6 +121,17 @@ def convert(flag: str, path: str, output: str, dtype: str = "float32", overwrite
   return output
 
 
+def fill_extras(arrays: dict, filled: set, extra_arrays: dict, where: str) -> None:
+  """Copies MoWE / encoder-PETL tensors (conversion/extras.py) into their parameters, shapes checked."""
+  for name, value in extra_arrays.items():
+    if name not in arrays:
+      raise ConversionError(f"{where}: {name} is not a parameter of the configured MoWE / encoder-PETL model")
+    if tuple(value.shape) != tuple(arrays[name].shape):
+      raise ConversionError(f"{where}: {name} has shape {list(value.shape)}, config says {list(arrays[name].shape)}")
+    arrays[name][...] = value.astype(arrays[name].dtype)
+    filled.add((name, None))
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--source", required=True, help=f"one of {', '.join(hf_configs.SOURCES)}, compose")
@@ -122,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
   p.add_argument("--whisper", help="compose: openai .pt file or transformers Whisper folder")
   p.add_argument("--qwen", help="compose: Qwen-7B folder (its own naming)")
+  p.add_argument("--weak", action="append", default=[],
+                 help="compose: a Whisper checkpoint (.pt or folder) to add as a MoWE weak encoder (repeat for a pool)")
+  p.add_argument("--mowe_top_k", type=int, default=1, help="compose with --weak: encoders selected per clip")
   p.add_argument("--seed", type=int, default=0, help="compose: seed of the new projector/bos-eos/vocab rows")
   p.add_argument("--vocab_size", type=int, default=None, help="compose: LLM vocabulary after adding audio rows")
   p.add_argument("--tokenizer", default=None,
@@ -142,8 +164,11 @@ def main(argv=None) -> int:
       if args.verify or args.tokenizer:
         raise ConversionError("--verify and --tokenizer are not available for --source=compose")
       compose.compose(args.whisper, args.qwen, args.output, args.dtype, args.seed, args.vocab_size,
-                      overwrite=args.overwrite, vocab_pad_to=args.vocab_pad_to)
+                      overwrite=args.overwrite, vocab_pad_to=args.vocab_pad_to, weak_paths=args.weak,
+                      mowe_top_k=args.mowe_top_k)
       return 0
+    if args.weak:
+      raise ConversionError("--weak is for --source=compose (an export's MoWE parts are read from mowe.safetensors)")
     if not args.input:
       raise ConversionError("--input=PATH is required")
     convert(args.source, args.input, args.output, args.dtype, args.overwrite, tokenizer=args.tokenizer,

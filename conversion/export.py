@@ -4,7 +4,9 @@
 
 DIR: a converted checkpoint, a training run's WORKDIR (best evaluation, else latest state; choose with
 --step=best|latest|N), or WORKDIR/best/<step>, WORKDIR/checkpoints/<step> (`checkpoint_io.resolve`). A
-LoRA run is exported with its adapters merged into the base weights.
+LoRA run is exported with its adapters merged into the base weights. MoWE weak encoders/routers and
+encoder-PETL adapters/prompts (no HF model has them) go beside the HF files: mowe.safetensors +
+mowe_config.json, encoder_petl.safetensors + encoder_petl_config.json (layout: conversion/extras.py).
 
 Targets: hf-whisper, openai-whisper (OUT is a .pt file), hf-qwen, hf-qwen-audio, hf-qwen2-audio; the
 checkpoint's family must match. Tensors carried through at conversion (e.g. Whisper's text decoder) are
@@ -32,7 +34,7 @@ import numpy as np  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 from safetensors.numpy import save_file  # noqa: E402
 
-from conversion import engine, hf_configs, transforms  # noqa: E402
+from conversion import engine, extras, hf_configs, transforms  # noqa: E402
 from conversion.errors import ConversionError  # noqa: E402
 from conversion.maps import MAPS, whisper  # noqa: E402
 from conversion.readers import numpy_to_torch  # noqa: E402  (torch only for the openai .pt)
@@ -190,6 +192,9 @@ def export(checkpoint: str, target: str | None, output: str, dtype: str = "sourc
       shards.add(name, tensor)
     shards.finish()
     _check_complete(target, names, config)
+    extra_files = extras.write(tmp, cfg, list(ckpt.stored()), ckpt.read)  # MoWE / encoder-PETL parts
+    if extra_files:
+      log(f"MoWE / encoder-PETL parameters beside the checkpoint: {', '.join(extra_files)}")
     with open(os.path.join(tmp, "config.json"), "w") as f:
       json.dump(config, f, indent=2)
     if any(s["format"] == target for s in meta["sources"]):

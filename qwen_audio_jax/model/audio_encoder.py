@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qwen_audio_jax.model import petl
 from qwen_audio_jax.model.attention import EncoderAttention
 from qwen_audio_jax.model.config import ModelConfig
 from qwen_audio_jax.model.layers import (GeluMlp, LayerNorm, compute_dtype, constrain, matmul_precision,
@@ -48,9 +49,12 @@ class EncoderLayer(nn.Module):
   @nn.compact
   def __call__(self, x, lengths):
     eps = self.cfg.encoder.ln_eps
+    adapters = petl.adapters(self.cfg)  # empty unless cfg.encoder_petl asks for bottleneck adapters
     x = constrain(x)
-    x = x + EncoderAttention(self.cfg, name="attn")(LayerNorm(self.cfg, eps, name="attn_ln")(x), lengths)
-    x = x + GeluMlp(self.cfg, self.cfg.encoder.mlp_dim, name="mlp")(LayerNorm(self.cfg, eps, name="mlp_ln")(x))
+    u = LayerNorm(self.cfg, eps, name="attn_ln")(x)
+    x = x + petl.adapt(self.cfg, EncoderAttention(self.cfg, name="attn")(u, lengths), u, adapters.get("attn"))
+    u = LayerNorm(self.cfg, eps, name="mlp_ln")(x)
+    x = x + petl.adapt(self.cfg, GeluMlp(self.cfg, self.cfg.encoder.mlp_dim, name="mlp")(u), u, adapters.get("mlp"))
     return constrain(x), None
 
 
@@ -84,8 +88,10 @@ class AudioEncoder(nn.Module):
     if lengths is not None and ecfg.padding == "crop":
       valid = jnp.arange(t)[None, :] < lengths[:, None]  # [N, T]
       x = jnp.where(valid[:, :, None], x, 0).astype(dtype)
+    x, key_lengths = petl.prepend_prompts(self, self.cfg, x, lengths)
     layers = scan_layers(remat(EncoderLayer, self.cfg.remat_policy), ecfg.n_layers, in_axes=(nn.broadcast,))
-    x, _ = layers(self.cfg, name="layers")(x, lengths)  # keys past each clip's length are hidden
+    x, _ = layers(self.cfg, name="layers")(x, key_lengths)  # keys past each clip's prompts + length are hidden
+    x = x[:, petl.prompt_tokens(self.cfg):]  # prompts are dropped: the frame count is unchanged
     if ecfg.pool:  # AvgPool1d(2, 2): an odd last frame is dropped
       pooled = t // 2
       x = jnp.mean(x[:, :2 * pooled].astype(jnp.float32).reshape(x.shape[0], pooled, 2, -1), axis=2)

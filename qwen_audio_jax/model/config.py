@@ -93,6 +93,35 @@ class WhisperDecoderConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MoweConfig:
+  """MoWE-Audio (arXiv 2409.06635): a pool of light "weak" encoders beside the base encoder (model/mowe.py).
+
+  Each weak encoder is this code's AudioEncoder with its own EncoderConfig (n_mels, n_ctx and padding
+  must equal the base encoder's; `pool` is forced on so its frames align with the base's pooled frames).
+  Their outputs are projected to the LLM width and mixed by a data-independent router (softmax over
+  learned logits, the same for every clip) and a data-dependent router (softmax over a linear gate of
+  the base encoder's masked mean-pooled features, kept for the top-k); the mixture is added to the
+  base projector's output (= projecting the concatenation [base, weighted weak] with a block kernel).
+  """
+
+  weak: tuple[EncoderConfig, ...] = ()  # the pool; empty = MoWE off
+  top_k: int = 1  # encoders the data-dependent router selects per clip
+  routers: Literal["both", "independent", "dependent"] = "both"
+  aux_weight: float = 0.1  # L = L_next-token + aux_weight * L_MoWE (load balance of the dependent router)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderPetlConfig:
+  """Parameter-efficient transfer of the audio encoder (model/petl.py); encoder LoRA uses the run's `lora`
+  block with targets under `audio_encoder/layers/...` (train/lora.py)."""
+
+  adapter_reduction: int = 0  # bottleneck adapters of width d_model // reduction; 0 = none
+  adapter_kind: Literal["sequential", "parallel"] = "sequential"
+  adapter_placement: Literal["mhsa", "ffn", "both"] = "both"
+  prompt_tokens: int = 0  # learned tokens prepended to the encoder's block input (dropped at the output)
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """A whole model: audio tower, projector and/or LLM, plus numerics options."""
 
@@ -124,6 +153,8 @@ class ModelConfig:
   # of `loss_chunk` sequence positions (0: whole sequence; each block then re-reduces the lm_head grad).
   loss_vocab_block: int = 8192
   loss_chunk: int = 0
+  mowe: MoweConfig | None = None  # mixture of weak encoders (audio LLM families only)
+  encoder_petl: EncoderPetlConfig | None = None  # adapters / prompt tuning on the base audio encoder
 
   def replace(self, **kw) -> "ModelConfig":
     return dataclasses.replace(self, **kw)
@@ -212,7 +243,12 @@ def unpadded(cfg: ModelConfig) -> ModelConfig:
 
 
 def to_dict(cfg: ModelConfig) -> dict[str, Any]:
-  return dataclasses.asdict(cfg)
+  """Plain dict; the optional `mowe` / `encoder_petl` blocks appear only when set (older files stay as they were)."""
+  d = dataclasses.asdict(cfg)
+  for key in ("mowe", "encoder_petl"):
+    if d[key] is None:
+      del d[key]
+  return d
 
 
 def from_dict(d: Mapping[str, Any]) -> ModelConfig:
@@ -229,5 +265,10 @@ def from_dict(d: Mapping[str, Any]) -> ModelConfig:
     return cls(**sub)
 
   enc, dec, text = d.pop("encoder", None), d.pop("decoder", None), d.pop("text_decoder", None)
+  mowe, petl = d.pop("mowe", None), d.pop("encoder_petl", None)
+  if mowe is not None:
+    mowe = dict(mowe)
+    mowe["weak"] = tuple(w if isinstance(w, EncoderConfig) else build(EncoderConfig, w) for w in mowe.get("weak", ()))
   return build(ModelConfig, {**d, "encoder": build(EncoderConfig, enc), "decoder": build(DecoderConfig, dec),
-                             "text_decoder": build(WhisperDecoderConfig, text)})
+                             "text_decoder": build(WhisperDecoderConfig, text), "mowe": build(MoweConfig, mowe),
+                             "encoder_petl": build(EncoderPetlConfig, petl)})

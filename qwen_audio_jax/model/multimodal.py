@@ -41,6 +41,7 @@ from qwen_audio_jax.model.audio_encoder import AudioEncoder
 from qwen_audio_jax.model.config import ModelConfig
 from qwen_audio_jax.model.decoder import Decoder
 from qwen_audio_jax.model.kv_cache import KVCache
+from qwen_audio_jax.model import mowe as mowe_lib, petl
 from qwen_audio_jax.model.layers import Linear, embedding
 from qwen_audio_jax.model.splice import (check_audio_placeholders, features_per_audio, overwrite_tags,
                                          splice_audio)
@@ -65,6 +66,13 @@ def check_config(cfg: ModelConfig) -> None:
     if text.d_model != cfg.encoder.d_model or text.d_model % text.n_heads:
       raise ValueError(f"ModelConfig.text_decoder: d_model {text.d_model} must equal the encoder's "
                        f"{cfg.encoder.d_model} and be divisible by n_heads {text.n_heads}")
+  mowe_lib.check(cfg)
+  if cfg.encoder_petl is not None and cfg.encoder is not None:
+    petl.adapted_sublayers(cfg)
+    if cfg.encoder_petl.adapter_reduction:
+      petl.adapter_width(cfg.encoder.d_model, cfg.encoder_petl)
+    if cfg.encoder_petl.prompt_tokens < 0:
+      raise ValueError(f"ModelConfig.encoder_petl.prompt_tokens must be >= 0, got {cfg.encoder_petl.prompt_tokens}")
 
 
 def _is_concrete(x) -> bool:
@@ -88,6 +96,8 @@ class Model(nn.Module):
       self.audio_encoder = AudioEncoder(cfg.tower("encoder"))
     if cfg.family in _AUDIO_LLM:
       self.audio_projector = Linear(cfg.decoder.d_model, ("audio_embed", "embed"), cfg)
+      if mowe_lib.enabled(cfg):
+        self.mowe = mowe_lib.Mowe(cfg)
       if cfg.audio_bos_eos:
         self.audio_bos_eos = embedding(cfg, 2, cfg.decoder.d_model, ("norm", "embed"))
     if cfg.family != "whisper":
@@ -96,10 +106,15 @@ class Model(nn.Module):
       self.text_decoder = WhisperDecoder(cfg.tower("decoder"))
 
   def encode_audio(self, mel: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
-    """mel [N, n_mels, F] (+ T per clip) -> [N, frames, d]: encoder output, projected for audio LLMs."""
-    x = self.audio_encoder(mel, lengths)
-    if self.cfg.family in _AUDIO_LLM:
-      x = self.audio_projector(x)
+    """mel [N, n_mels, F] (+ T per clip) -> [N, frames, d]: encoder output, projected for audio LLMs
+    (plus the routed weak-encoder embeddings when `cfg.mowe` is set, model/mowe.py)."""
+    features = self.audio_encoder(mel, lengths)
+    if self.cfg.family not in _AUDIO_LLM:
+      return features
+    x = self.audio_projector(features)
+    if mowe_lib.enabled(self.cfg):
+      n_valid = None if lengths is None else features_per_audio(jnp.asarray(lengths, jnp.int32), self.cfg)
+      x = x + self.mowe(features, mel, lengths, n_valid).astype(x.dtype)
     return x
 
   def __call__(self, input_ids, attention_mask=None, audio_mel=None, audio_lengths=None, positions=None,

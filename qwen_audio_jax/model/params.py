@@ -14,8 +14,15 @@ import numpy as np
 from qwen_audio_jax.model.config import ModelConfig, unpadded
 from qwen_audio_jax.model.multimodal import Model, check_config
 
-# Not counted as parameters (spec §2.6): the frozen positional table of the audio encoder.
+# Not counted as parameters (spec §2.6): the frozen positional table of the audio encoder (and of MoWE's
+# weak encoders, `mowe/weak_k/embed_positions`).
 EXCLUDED_FROM_COUNT = (("audio_encoder", "embed_positions"),)
+
+
+def _excluded(path: tuple) -> bool:
+  if any(path[:len(ex)] == ex for ex in EXCLUDED_FROM_COUNT):
+    return True
+  return len(path) == 3 and path[0] == "mowe" and path[2] == "embed_positions"
 
 
 def _boxed_init(cfg: ModelConfig, rng: jax.Array):
@@ -54,7 +61,7 @@ def count_params(cfg: ModelConfig, prefix: str | None = None) -> int:
   """
   total = 0
   for path, leaf in _flat(abstract_params(unpadded(cfg))).items():
-    if any(path[:len(ex)] == ex for ex in EXCLUDED_FROM_COUNT):
+    if _excluded(path):
       continue
     if prefix is None or path[0] == prefix:
       total += int(np.prod(leaf.shape))

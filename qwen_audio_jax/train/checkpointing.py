@@ -220,14 +220,43 @@ def restore_params_dir(path: str, plan: Plan) -> dict:
   [@best|latest|N], one of its step folders) or a bare Orbax save of the params tree. Stored shapes
   must equal the run's model up to the vocabulary padding (`decoder.vocab_pad_to`; re-padded on restore),
   checked from metadata before anything is read. A LoRA run's adapters are merged into its base weights.
+  A checkpoint without the run's MoWE / encoder-PETL parts (`model.mowe`, `model.encoder_petl`) gives
+  every parameter it has; the added parts start from the run's fresh init (`added_parts_base`).
   """
   return load_init(init_checkpoint(path, plan), plan)
 
 
-def load_init(ckpt: checkpoint_io.ModelCheckpoint, plan: Plan) -> dict:
+def added_parts_base(cfg, stored_cfg):
+  """The run's model without its MoWE / encoder-PETL blocks when the checkpoint has neither (the new parts
+  are then initialised fresh); None when nothing is added."""
+  if stored_cfg.mowe is not None or stored_cfg.encoder_petl is not None:
+    return None
+  if cfg.mowe is None and cfg.encoder_petl is None:
+    return None
+  return cfg.replace(mowe=None, encoder_petl=None)
+
+
+def _load_with_added_parts(ckpt: checkpoint_io.ModelCheckpoint, plan: Plan, base, target: Any, seed: int) -> dict:
+  base_paths = set(checkpoint_io.flatten(params_lib.abstract_params(base)))
+  flat_target = checkpoint_io.flatten(target)
+  restored = ckpt.load(target=checkpoint_io.unflatten({p: t for p, t in flat_target.items() if p in base_paths}))
+  fresh = jax.jit(plan.fns.init, out_shardings=plan.shardings["params"])(jax.random.PRNGKey(seed))
+  merged = checkpoint_io.flatten(fresh)
+  merged.update(checkpoint_io.flatten(restored))
+  return checkpoint_io.unflatten(merged)
+
+
+def load_init(ckpt: checkpoint_io.ModelCheckpoint, plan: Plan, seed: int = 0) -> dict:
   """The params of a resolved (shape-checked) checkpoint in the plan's shardings and dtypes, re-padding
-  the vocabulary rows when the checkpoint's `vocab_pad_to` differs from the run's."""
+  the vocabulary rows when the checkpoint's `vocab_pad_to` differs from the run's; MoWE / encoder-PETL
+  parts the checkpoint lacks come from a fresh init with `seed`."""
   target = abstract_with_shardings(plan.abstract["params"], plan.shardings["params"])
+  base = added_parts_base(plan.fns.cfg, ckpt.config)
+  if base is not None:
+    if _with_stored_padding(base, ckpt.config) != base:
+      raise checkpoint_io.CheckpointError(f"{ckpt.path}: adding MoWE / encoder-PETL parts to a checkpoint with a "
+                                          "different decoder.vocab_pad_to is not supported; use the stored padding")
+    return _load_with_added_parts(ckpt, plan, base, target, seed)
   as_stored = _with_stored_padding(plan.fns.cfg, ckpt.config)
   if as_stored == plan.fns.cfg:
     return ckpt.load(target=target)
@@ -237,8 +266,9 @@ def load_init(ckpt: checkpoint_io.ModelCheckpoint, plan: Plan) -> dict:
 def init_checkpoint(path: str, plan: Plan) -> checkpoint_io.ModelCheckpoint:
   """The checkpoint `path` resolves to, with its shapes checked against the plan (no arrays read)."""
   ckpt = checkpoint_io.resolve(path, bare_config=plan.fns.cfg)
-  checkpoint_io.check_shapes({p: s for p, (s, _) in ckpt.stored().items()},
-                             _with_stored_padding(plan.fns.cfg, ckpt.config), ckpt.path)
+  cfg = added_parts_base(plan.fns.cfg, ckpt.config) or plan.fns.cfg
+  checkpoint_io.check_shapes({p: s for p, (s, _) in ckpt.stored().items()}, _with_stored_padding(cfg, ckpt.config),
+                             ckpt.path)
   return ckpt
 
 

@@ -15,7 +15,7 @@ from flax import traverse_util
 
 # Never trained: the Whisper positional table is a stop-gradient constant (weight decay would
 # otherwise still move it).
-ALWAYS_FROZEN = (r"audio_encoder/embed_positions",)
+ALWAYS_FROZEN = (r"audio_encoder/embed_positions", r"mowe/weak_\d+/embed_positions")
 
 
 class FreezeConfigError(ValueError):

@@ -287,7 +287,7 @@ def _restore_or_init(p: Prepared, ckpt, main: bool) -> dict:
     return state
   params = None
   if p.init is not None:
-    params = checkpointing.load_init(p.init, p.plan)
+    params = checkpointing.load_init(p.init, p.plan, int(p.cfg.train.seed))
     if main:
       print(f"initialised from {p.init.path}", flush=True)
   return state_lib.create(p.plan, int(p.cfg.train.seed), params)

@@ -67,7 +67,7 @@ def tower_multipliers(mask: dict, use_lora: bool) -> tuple[int, int]:
   """(encoder, decoder) training multipliers from the trainable mask (see module docstring)."""
   def trains(prefixes):
     return any(m for p, m in mask.items() if p[0] in prefixes)
-  enc_trains = trains(("audio_encoder",))
+  enc_trains = trains(("audio_encoder", "mowe"))
   below_dec = enc_trains or trains(("audio_projector", "audio_bos_eos"))
   dec_trains = trains(("decoder",)) or use_lora
   enc = 3 if enc_trains else 1
@@ -83,13 +83,24 @@ def decoder_flops_per_token(cfg, seq_len: int) -> float:
   return 2 * (d.n_layers * per_layer + d.d_model * d.vocab_size) + 2 * d.n_layers * attn
 
 
-def encoder_flops_per_clip(cfg, mel_frames: int) -> float:
-  e = cfg.encoder
+def _tower_flops(e, d_out: int, mel_frames: int, extra_tokens: int = 0) -> float:
   t = (mel_frames + 1) // 2
   conv = mel_frames * 3 * e.n_mels * e.d_model + t * 3 * e.d_model * e.d_model
-  blocks = t * (4 * e.d_model ** 2 + 2 * e.d_model * e.mlp_dim) + 2 * t * t * e.d_model
-  proj = (t // 2) * e.d_model * cfg.decoder.d_model if cfg.decoder is not None else 0
-  return 2 * (conv + e.n_layers * blocks + proj)
+  s = t + extra_tokens  # encoder prompt tokens (encoder_petl) ride along in every block
+  blocks = s * (4 * e.d_model ** 2 + 2 * e.d_model * e.mlp_dim) + 2 * s * s * e.d_model
+  return 2 * (conv + e.n_layers * blocks + (t // 2) * e.d_model * d_out)
+
+
+def encoder_flops_per_clip(cfg, mel_frames: int) -> float:
+  """Base encoder + projector, plus every MoWE weak encoder and its projection (all run on every clip);
+  bottleneck adapters and routers are not counted (< 1% at the usual reductions)."""
+  d_out = cfg.decoder.d_model if cfg.decoder is not None else 0
+  petl = getattr(cfg, "encoder_petl", None)
+  total = _tower_flops(cfg.encoder, d_out, mel_frames, petl.prompt_tokens if petl is not None else 0)
+  mowe = getattr(cfg, "mowe", None)
+  for weak in (mowe.weak if mowe is not None else ()):
+    total += _tower_flops(weak, d_out, mel_frames)
+  return total
 
 
 def step_flops(cfg, tokens: int, seq_len: int, audio_rows: int, mel_frames: int, mult: tuple[int, int]) -> float:
@@ -109,4 +120,7 @@ def format_line(step: int, total: int, m: dict) -> str:
                    ("tflops_per_device", "{:.4f}"), ("mfu", "{:.2%}")):
     if key in m:
       parts.append(f"{key} " + fmt.format(m[key]))
+  usage = sorted(k for k in m if k.startswith("mowe/usage/"))  # MoWE: routing loss and top-k share per encoder
+  if "mowe/aux_loss" in m:
+    parts.append(f"mowe_aux {m['mowe/aux_loss']:.3f} usage " + "/".join(f"{m[k]:.2f}" for k in usage))
   return " | ".join(parts)

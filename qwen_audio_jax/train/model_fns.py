@@ -12,8 +12,9 @@ import typing
 from typing import Any, Callable, Mapping
 
 import jax
+import jax.numpy as jnp
 
-from qwen_audio_jax.model import config as model_config
+from qwen_audio_jax.model import config as model_config, mowe as mowe_lib
 
 FLOAT_DTYPES = ("float32", "bfloat16", "float16")
 BATCH_KEYS = ("input_ids", "attention_mask", "targets", "loss_mask", "audio_mel", "audio_lengths")
@@ -30,6 +31,9 @@ class ModelFns:
   # (params, batch, train, rngs, lora) -> (mean loss over loss_mask, token count); blocked through the
   # lm_head (model.chunked_loss), so [B, S, V] logits never exist.
   loss: Callable[..., tuple[jax.Array, jax.Array]]
+  # (params, batch, train, rngs, lora) -> (training objective, token count, {name: scalar}): the loss plus
+  # MoWE's weighted routing loss (cfg.mowe.aux_weight), and router statistics for the logs ({} without MoWE).
+  loss_and_stats: Callable[..., tuple[jax.Array, jax.Array, dict]] | None = None
 
 
 def _deep_update(base: dict, overrides: Mapping) -> dict:
@@ -73,6 +77,12 @@ def resolve_model_config(model_cfg) -> model_config.ModelConfig:
   except (KeyError, TypeError) as e:
     raise KeyError(f"config model: {e}") from None
   _check_choices(cfg)
+  if cfg.mowe is not None or cfg.encoder_petl is not None:  # their settings are checked before any compile
+    from qwen_audio_jax.model import multimodal  # pylint: disable=import-outside-toplevel
+    try:
+      multimodal.check_config(cfg)
+    except ValueError as e:
+      raise KeyError(f"config model: {e}") from None
   return cfg
 
 
@@ -108,9 +118,24 @@ def build(cfg: model_config.ModelConfig) -> ModelFns:
                         batch.get("audio_mel"), batch.get("audio_lengths"), train=train, output=output,
                         rngs=rngs or {})
 
-  def loss(params, batch, train: bool, rngs=None, lora=None):
-    hidden = forward(params, batch, train, rngs, lora, output="hidden")
+  def head_loss(params, lora, hidden, batch):
     head = dict(params["decoder"]["lm_head"], **(lora or {}).get("decoder", {}).get("lm_head", {}))
     return model_lib.chunked_loss(hidden, head, batch["targets"], batch["loss_mask"], cfg)
 
-  return ModelFns(cfg=cfg, init=init, forward=forward, logical_axes=model_lib.logical_axes(cfg), loss=loss)
+  def loss(params, batch, train: bool, rngs=None, lora=None):
+    return head_loss(params, lora, forward(params, batch, train, rngs, lora, output="hidden"), batch)
+
+  def loss_and_stats(params, batch, train: bool, rngs=None, lora=None):
+    if not mowe_lib.enabled(cfg) or batch.get("audio_mel") is None:
+      return (*loss(params, batch, train, rngs, lora), {})
+    hidden, state = module.apply(variables(params, lora), batch["input_ids"], batch["attention_mask"],
+                                 batch["audio_mel"], batch.get("audio_lengths"), train=train, output="hidden",
+                                 rngs=rngs or {}, mutable=["intermediates"])
+    ce, n = head_loss(params, lora, hidden, batch)
+    present = None if batch.get("audio_lengths") is None else batch["audio_lengths"] > 0  # empty slots skipped
+    stats = mowe_lib.router_stats(state["intermediates"], len(cfg.mowe.weak), present)
+    aux = stats.get("mowe/aux_loss", jnp.zeros((), jnp.float32))
+    return ce + cfg.mowe.aux_weight * aux, n, stats
+
+  return ModelFns(cfg=cfg, init=init, forward=forward, logical_axes=model_lib.logical_axes(cfg), loss=loss,
+                  loss_and_stats=loss_and_stats)

@@ -52,14 +52,19 @@ def _augment(batch: dict, rng, specaug) -> dict:
   return dict(batch, audio_mel=specaug(rng, batch["audio_mel"], mel_frames))
 
 
-def make_loss_and_grads(plan: Plan, accum: int = 1, specaug=None) -> Callable:
-  """(trainable, frozen, batch, rng) -> ((loss, tokens), grads): the core of the train step."""
+def make_loss_and_grads(plan: Plan, accum: int = 1, specaug=None, with_stats: bool = False) -> Callable:
+  """(trainable, frozen, batch, rng) -> ((loss, tokens), grads): the core of the train step. `with_stats`:
+  ((loss, tokens, stats), grads), `stats` = the model's extra scalars (MoWE router statistics,
+  `ModelFns.loss_and_stats`; {} otherwise)."""
   fns = plan.fns
 
   def summed(trainable, frozen, mb, rng):
     params, lora = plan.model_inputs(trainable, frozen)
-    loss, n = fns.loss(params, mb, train=True, rngs={"dropout": rng}, lora=lora)
-    return loss * n, n
+    if fns.loss_and_stats is None:
+      loss, n = fns.loss(params, mb, train=True, rngs={"dropout": rng}, lora=lora)
+      return loss * n, (n, {})
+    loss, n, stats = fns.loss_and_stats(params, mb, train=True, rngs={"dropout": rng}, lora=lora)
+    return loss * n, (n, stats)
 
   grad_fn = jax.value_and_grad(summed, has_aux=True)
 
@@ -67,7 +72,7 @@ def make_loss_and_grads(plan: Plan, accum: int = 1, specaug=None) -> Callable:
     k_aug, k_model = jax.random.split(rng)
     batch = _augment(batch, k_aug, specaug)
     if accum == 1:
-      (total, n), grads = grad_fn(trainable, frozen, batch, k_model)
+      (total, (n, stats)), grads = grad_fn(trainable, frozen, batch, k_model)
     else:
       micro = _micro_batches(batch, accum, plan.mesh)
       zeros = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, jnp.float32), trainable)
@@ -75,28 +80,29 @@ def make_loss_and_grads(plan: Plan, accum: int = 1, specaug=None) -> Callable:
       def body(carry, xs):
         acc_total, acc_n, acc_g = carry
         mb, key = xs
-        (total, n), g = grad_fn(trainable, frozen, mb, key)
+        (total, (n, stats)), g = grad_fn(trainable, frozen, mb, key)
         acc_g = jax.tree_util.tree_map(lambda a, b: a + b.astype(jnp.float32), acc_g, g)
-        return (acc_total + total, acc_n + n, acc_g), None
+        return (acc_total + total, acc_n + n, acc_g), stats
 
       keys = jax.random.split(k_model, accum)
       init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), zeros)
-      (total, n, grads), _ = jax.lax.scan(body, init, (micro, keys))
+      (total, n, grads), stats = jax.lax.scan(body, init, (micro, keys))
+      stats = jax.tree_util.tree_map(lambda x: jnp.mean(x, axis=0), stats)  # mean over micro-batches
     denom = jnp.maximum(n, 1.0)
     grads = jax.tree_util.tree_map(lambda g, p: (g / denom).astype(p.dtype), grads, trainable)
-    return (total / denom, n), grads
+    return ((total / denom, n, stats) if with_stats else (total / denom, n)), grads
 
   return loss_and_grads
 
 
 def make_train_step(plan: Plan, train_cfg, schedule: optax.Schedule | None = None, specaug=None):
   """A function (state, batch) -> (state, metrics); jitted, state donated, sharded as planned."""
-  loss_and_grads = make_loss_and_grads(plan, int(train_cfg.get("grad_accum_steps", 1)), specaug)
+  loss_and_grads = make_loss_and_grads(plan, int(train_cfg.get("grad_accum_steps", 1)), specaug, with_stats=True)
 
   def step(state, batch):
     rng = jax.random.fold_in(state["rng"], state["step"])
     trainable, frozen = plan.trainable(state), plan.frozen(state)
-    (loss, n), grads = loss_and_grads(trainable, frozen, batch, rng)
+    (loss, n, stats), grads = loss_and_grads(trainable, frozen, batch, rng)
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = plan.optimizer.update(grads, state["opt_state"], trainable)
@@ -114,7 +120,7 @@ def make_train_step(plan: Plan, train_cfg, schedule: optax.Schedule | None = Non
                "input_tokens": jnp.sum(batch["attention_mask"]).astype(jnp.float32),
                "audio_frames": jnp.sum(batch["audio_lengths"]).astype(jnp.float32)
                if "audio_lengths" in batch else jnp.zeros(()),
-               **grad_stats.tower_grad_norms(grads)}
+               **grad_stats.tower_grad_norms(grads), **stats}
     return new, metrics
 
   return _jit(plan, step, donate=True)
