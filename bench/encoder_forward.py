@@ -77,7 +77,7 @@ def params_from_reference(enc, cfg) -> dict:
 
 
 def bench_preset(name: str, batch: int, repeats: int, n_ctx: int | None = None) -> dict:
-  cfg = get_config(name)
+  cfg = get_config(name).replace(text_decoder=None)  # the encoder only (the presets carry Whisper's text decoder)
   if n_ctx:  # a shorter window (quick runs); both sides get the same positions table length
     cfg = cfg.replace(encoder=dataclasses.replace(cfg.encoder, n_ctx=n_ctx))
   e = cfg.encoder

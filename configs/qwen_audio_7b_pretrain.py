@@ -20,14 +20,13 @@ def get_config(arg=None):
   c = defaults.base_config()
   # The frozen LLM is stored in bf16 (the compute dtype: no per-step conversion, half the memory); the
   # trained encoder, projector and audio bos/eos keep fp32 master weights.
-  # remat "minimal" (layers.REMAT_POLICIES): keeps the q/k/v, attention-output and MLP-input matmul results,
-  # recomputes attention and elementwise ops in the backward (a few % more FLOPs; "full" recomputes the whole
-  # forward, ~1/3 more). Per example it keeps ~4 GB over 32+32 layers (bench/remat_policies.py: encoder
-  # layer 33+4, LLM layer 76-84+8 MiB; "none" 11 GB, "save_dot_except_mlp" 1.9 GB, "full" 0.4 GB), i.e.
-  # ~32 GB at 8 examples per device: fits 80+ GB devices (v5p, H100/H200); on 16-32 GB chips (v5e, v6e)
-  # override with remat_policy="save_dot_except_mlp" or "full".
+  # remat "full" (layers.REMAT_POLICIES): at batch 512 the plan (README "Scaling") finds "minimal" (keeps the
+  # q/k/v, attention-output and MLP-input matmul results, ~4 GB per example over 32+32 layers) too large on
+  # v4-32, v5p-64 and v6e-64 (16-32 examples per chip), while "full" (recomputes the forward, ~1/3 more
+  # FLOPs, ~0.4 GB per example) fits; with fewer examples per chip on 80+ GB devices (H100/H200, v5p at
+  # batch <= 256) override with remat_policy="minimal" (faster) and check it with `plan`.
   c.model = defaults.model_block("qwen-audio-7b", dtype="bfloat16", param_dtype="float32",
-                                 decoder_param_dtype="bfloat16", remat_policy="minimal",
+                                 decoder_param_dtype="bfloat16", remat_policy="full",
                                  decoder=dict(vocab_pad_to=defaults.VOCAB_PAD_TO))
   c.train.freeze = (r"decoder/.*",)
   c.train.total_steps = 100_000
