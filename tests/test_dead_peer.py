@@ -74,11 +74,15 @@ def test_survivor_exits_nonzero_within_120s_without_a_launcher(tmp_path, dead):
     except subprocess.TimeoutExpired:
       pytest.fail("the survivor still waits 120 s after its peer died")
     surfaced = time.time() - t0
-    tail = survivor.stdout.read()[-2000:]
+    out = survivor.stdout.read()
+    tail = out[-2000:]
     print(f"DEAD_PEER dead={dead} survivor_rc={rc} surfaced_s={surfaced:.1f}\n{tail[-1500:]}")
     assert rc != 0
     assert surfaced < 120
-    assert any(m in tail for m in ("heartbeat timeout", "Connection closed by peer", "CoordinationServiceError"))
+    # the coordination service's words (which one depends on timing: a missed heartbeat, or the socket of a
+    # dead coordinator closing) anywhere in the survivor's output (the C++ stack trace follows them)
+    assert any(m in out for m in ("heartbeat timeout", "Connection closed by peer", "CoordinationServiceError",
+                                  "Socket closed"))
   finally:
     for p in procs:
       if p.poll() is None:
