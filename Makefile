@@ -15,8 +15,10 @@ $(STAMP): setup.py constraints.txt
 run: $(STAMP)
 	$(PY) -m qwen_audio_jax.main
 
+# Two xdist workers (one per core of the CI machine), whole files per worker; TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 bench: $(STAMP)
 	$(PY) -m bench.run

@@ -47,7 +47,7 @@ CONVERT = [
 ]
 TPU = ["jax[tpu]>=0.9,<0.11"]  # libtpu 0.0.42.1: 213 MB wheel, 684 MB installed: TPU runs and true TPU `plan` compiles
 # peft: adapter-export check; tensorboard: reads our event files back the way TensorBoard does
-TEST = ["pytest>=8,<10", "hypothesis>=6.100,<7", "peft>=0.18,<0.22", "tensorboard>=2.18,<2.22"] + CONVERT + EVAL
+TEST = ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "hypothesis>=6.100,<7", "peft>=0.18,<0.22", "tensorboard>=2.18,<2.22"] + CONVERT + EVAL
 
 setup(
     name="qwen-audio-jax",

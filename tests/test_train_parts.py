@@ -67,6 +67,9 @@ def test_freeze_patterns():
                   ("audio_encoder", "embed_positions"): False, ("audio_encoder", "conv1", "kernel"): True}
   tr, fz = freeze.split(params, mask)
   assert set(freeze.merge(tr, fz)) == set(params) and freeze.count(tr) == 5
+  # ALWAYS_FROZEN wins over a broad trainable pattern (full encoder fine-tuning keeps the positional table fixed)
+  mask = freeze.trainable_mask(params, freeze=(r".*",), trainable=(r"audio_encoder/.*",))
+  assert mask[("audio_encoder", "embed_positions")] is False and mask[("audio_encoder", "conv1", "kernel")]
   with pytest.raises(freeze.FreezeConfigError, match="match no parameter"):
     freeze.trainable_mask(params, freeze=(r"llm/.*",))
   with pytest.raises(freeze.FreezeConfigError, match="bad regex"):

@@ -1,6 +1,7 @@
 """Which parameters train: regex patterns over '/'-joined parameter paths, and tree partitioning.
 
-A parameter is frozen iff its path fully matches a `freeze` pattern and no `trainable` pattern.
+A parameter is frozen iff its path fully matches a `freeze` pattern and no `trainable` pattern, or it is
+one of ALWAYS_FROZEN (no `trainable` pattern unfreezes those).
 The trainable part is a pruned copy of the tree (frozen leaves absent), so gradients and optimizer
 state exist for trainable leaves only.
 """
@@ -40,7 +41,8 @@ def trainable_mask(params: Mapping, freeze: Iterable[str] = (), trainable: Itera
                    strict: bool = True) -> dict[tuple, bool]:
   """{path tuple: is_trainable} over the flattened tree. `strict`: every pattern must match."""
   freeze, trainable = list(freeze), list(trainable)
-  fz, tr = _compile(freeze + list(ALWAYS_FROZEN), "freeze"), _compile(trainable, "trainable")
+  fz, tr = _compile(freeze, "freeze"), _compile(trainable, "trainable")
+  always = _compile(ALWAYS_FROZEN, "freeze")
   flat = traverse_util.flatten_dict(dict(params))
   used = set()
   mask = {}
@@ -49,7 +51,7 @@ def trainable_mask(params: Mapping, freeze: Iterable[str] = (), trainable: Itera
     hit_f = [p for p in fz if p.fullmatch(s)]
     hit_t = [p for p in tr if p.fullmatch(s)]
     used.update(p.pattern for p in hit_f + hit_t)
-    mask[path] = not hit_f or bool(hit_t)
+    mask[path] = (not hit_f or bool(hit_t)) and not any(p.fullmatch(s) for p in always)
   if strict:
     unused = [p for p in freeze + trainable if p not in used]
     if unused:
