@@ -128,11 +128,11 @@ def get_config(arg=None):
   c.watchdog.warmup_steps = 2
   from qwen_audio_jax.train import loop  # a host-side step stalls, as a stuck input or collective would
   original, calls = loop.device_batch, [0]
-  def device_batch(host, mel_frames):
+  def device_batch(host, mel_frames, *args, **kwargs):
     calls[0] += 1
     if calls[0] == 8:
       time.sleep(900)
-    return original(host, mel_frames)
+    return original(host, mel_frames, *args, **kwargs)
   loop.device_batch = device_batch
   return c
 """

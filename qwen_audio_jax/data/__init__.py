@@ -9,7 +9,8 @@ Batch (per process, B = G / process_count, S = a bucket of data_config.seq_bucke
   input_ids [B,S] int32, attention_mask [B,S] int32 (right padded), targets [B,S] int32
   (= input_ids shifted left by one), loss_mask [B,S] int32 (1 only where targets is an answer token
   or the final eod), audio_mel [B*A, n_mels, 3000] float32, audio_lengths [B*A] int32 (encoder frames
-  T; 0 = no audio), example_mask [B] int32, audio_seconds [B] float32, num_tokens [B] int32.
+  T; 0 = no audio), example_mask [B] int32, audio_seconds [B] float32, num_tokens [B] int32,
+  task_index [B] int32 (position in records.TASKS, -1 for conversations and other tasks).
 Eval:
   records = make_eval_examples({"name": "eval_jsonl", "path": "librispeech_test_clean.jsonl"})
   for batch, rows in make_eval_batches(records, data_config, batch_size=8): ...   # left padded

@@ -17,6 +17,7 @@ import numpy as np
 from qwen_audio_jax.audio.lengths import HOP_LENGTH, N_FRAMES, N_SAMPLES
 from qwen_audio_jax.audio.mel import log_mel_spectrogram, pad_or_trim
 from qwen_audio_jax.data.examples import Encoded
+from qwen_audio_jax.data.records import TASKS
 
 
 def pick_bucket(length: int, buckets: Sequence[int]) -> int:
@@ -60,7 +61,13 @@ def _metadata(examples: Sequence[Encoded | None]) -> dict[str, np.ndarray]:
       "example_mask": np.asarray(present, np.int32),
       "audio_seconds": np.asarray([e.audio_seconds if e else 0.0 for e in examples], np.float32),
       "num_tokens": np.asarray([len(e.ids) if e else 0 for e in examples], np.int32),
+      "task_index": np.asarray([task_index(e.task) if e else -1 for e in examples], np.int32),
   }
+
+
+def task_index(task: str) -> int:
+  """Position of `task` in records.TASKS; -1 for conversations and tasks outside that list."""
+  return TASKS.index(task) if task in TASKS else -1
 
 
 def collate_train(examples: Sequence[Encoded | None], *, buckets: Sequence[int], max_audios: int,

@@ -39,6 +39,7 @@ class Encoded:
   encoder_frames: list[int]  # T per segment (lengths.py, via ClipInfo)
   audio_seconds: float  # true duration of the decoded clip
   truncated: bool  # policy "truncate" cut the clip
+  task: str = ""  # the record's task (records.TASKS), "" for conversations and unknown tasks
 
 
 class ExampleEncoder:
@@ -178,4 +179,5 @@ class ExampleEncoder:
     return Encoded(ids=ids, loss_mask=mask, prompt_length=len(prompt),
                    waveforms=[np.asarray(s, np.float32) for s in segments],
                    encoder_frames=[w.encoder_frames for w in info.windows],
-                   audio_seconds=float(info.duration_s), truncated=bool(info.truncated))
+                   audio_seconds=float(info.duration_s), truncated=bool(info.truncated),
+                   task=str(record.get("task", "")))

@@ -119,10 +119,14 @@ def aux_loss(probs: jax.Array, mask: jax.Array, row_weight: jax.Array | None = N
   return k * jnp.sum(share * mean_p)
 
 
-def router_stats(intermediates, n_weak: int, row_weight: jax.Array | None = None) -> dict[str, jax.Array]:
-  """Scalars for the logs from the sown router outputs (`Model.apply(..., mutable=["intermediates"])`):
+def router_stats(intermediates, n_weak: int, row_weight: jax.Array | None = None,
+                 task_index: jax.Array | None = None, n_tasks: int = 0) -> dict[str, jax.Array]:
+  """Values for the logs from the sown router outputs (`Model.apply(..., mutable=["intermediates"])`):
   "mowe/aux_loss", per weak encoder k "mowe/usage/weak_k" (share of clips whose top-k holds k),
-  "mowe/prob/weak_k" (mean data-dependent probability) and "mowe/weight/weak_k" (data-independent weight)."""
+  "mowe/prob/weak_k" (mean data-dependent probability) and "mowe/weight/weak_k" (data-independent weight).
+  With `task_index` [N] (a task id per clip, -1 for none) also the per-task counts "mowe/task_selected"
+  [n_tasks, K] (clips of task t whose top-k holds k) and "mowe/task_clips" [n_tasks]; counts, not shares,
+  so that a logging window sums them before dividing (`train.metrics.task_usage`)."""
   mine = intermediates.get("mowe", {})
   out = {}
   if "mowe_probs" in mine:
@@ -133,6 +137,10 @@ def router_stats(intermediates, n_weak: int, row_weight: jax.Array | None = None
     usage, mean_p = (jnp.sum(x * wts[:, None], axis=0) / denom for x in (mask, probs))
     for k in range(n_weak):
       out[f"mowe/usage/weak_{k}"], out[f"mowe/prob/weak_{k}"] = usage[k], mean_p[k]
+    if task_index is not None and n_tasks:
+      per_task = jax.nn.one_hot(task_index, n_tasks, dtype=jnp.float32) * wts[:, None]  # -1 → a zero row
+      out["mowe/task_selected"] = per_task.T @ mask
+      out["mowe/task_clips"] = jnp.sum(per_task, axis=0)
   if "mowe_weights" in mine:
     for k in range(n_weak):
       out[f"mowe/weight/weak_{k}"] = mine["mowe_weights"][0][k]

@@ -27,6 +27,7 @@ class BatchShape:
   audio_rows: int  # mel windows in the batch (0: no audio tower)
   mel_frames: int
   n_mels: int
+  task_index: bool = False  # MoWE steps also take a task id per row (train/loop.py batch_keys)
 
 
 def batch_shape(cfg, mcfg) -> BatchShape:
@@ -37,7 +38,8 @@ def batch_shape(cfg, mcfg) -> BatchShape:
   frames = int(cfg.train.get("mel_frames", 0)) or (mcfg.encoder.n_frames if mcfg.encoder else 0)
   rows = int(cfg.train.batch_size)
   audio_rows = rows * int(data.get("max_audios", 1)) if has_audio else 0
-  return BatchShape(rows, seq, audio_rows, frames, int(data.get("n_mels", 80)))
+  return BatchShape(rows, seq, audio_rows, frames, int(data.get("n_mels", 80)),
+                    task_index=getattr(mcfg, "mowe", None) is not None)
 
 
 def check_divisible(rows: int, mesh, what: str) -> None:
@@ -58,6 +60,8 @@ def abstract_batch(shape: BatchShape, mesh) -> dict:
   if shape.audio_rows:
     out["audio_mel"] = sds((shape.audio_rows, shape.n_mels, shape.mel_frames), jnp.float32)
     out["audio_lengths"] = sds((shape.audio_rows,), jnp.int32)
+  if shape.task_index:
+    out["task_index"] = sds((b,), jnp.int32)
   return out
 
 

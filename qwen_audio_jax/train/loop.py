@@ -24,6 +24,7 @@ from etils import epath
 
 from qwen_audio_jax import checkpoint_io, files
 from qwen_audio_jax.audio import lengths as audio_lengths
+from qwen_audio_jax.data.records import TASKS
 from qwen_audio_jax.eval.sweep_config import SweepConfigError
 from qwen_audio_jax.model import config as model_config
 from qwen_audio_jax.model.splice import check_audio_placeholders
@@ -85,9 +86,14 @@ def check_host_batch(host: dict, mcfg) -> None:
     check_audio_placeholders(host["input_ids"], host["audio_lengths"], mcfg, host["audio_mel"].shape[-1])
 
 
-def device_batch(host: dict, mel_frames: int) -> dict:
-  """The arrays the step needs, with the mel window cropped."""
-  out = {k: host[k] for k in MODEL_KEYS if k in host}
+def batch_keys(mcfg) -> tuple[str, ...]:
+  """The host batch keys the train step takes (MoWE also takes task ids, for its per-task router usage)."""
+  return MODEL_KEYS + (("task_index",) if getattr(mcfg, "mowe", None) is not None else ())
+
+
+def device_batch(host: dict, mel_frames: int, keys: tuple[str, ...] = MODEL_KEYS) -> dict:
+  """The arrays the step needs (`keys`), with the mel window cropped."""
+  out = {k: host[k] for k in keys if k in host}
   if mel_frames and "audio_mel" in out:
     longest = 2 * int(np.max(out["audio_lengths"], initial=0))
     if longest > mel_frames:
@@ -378,6 +384,7 @@ def _loop(p: Prepared, state, ckpt, stop, watchdog):
   logs = Logs(workdir, bool(cfg.log.tensorboard), history=_load_history(workdir) if main else [])
   total, first = int(cfg.train.total_steps), int(host_value(state["step"]))
   mel_frames, log_every = int(cfg.train.mel_frames), max(1, int(cfg.log.every_steps))
+  keys = batch_keys(mcfg)
   every_eval, every_ckpt = int(cfg.eval.every_steps), int(cfg.checkpoint.every_steps)
   summary = {"first_step": first, "peak_flops": peak, "peak_source": peak_how, "compile_s": []}
   guard = nonfinite.Guard.from_config(cfg.train)
@@ -389,7 +396,7 @@ def _loop(p: Prepared, state, ckpt, stop, watchdog):
     if step == first:
       check_first_batch(host, data)
     check_host_batch(host, mcfg)  # every batch: inside jit a mismatch would splice silently
-    batch = partition.host_to_global(device_batch(host, mel_frames), mesh)
+    batch = partition.host_to_global(device_batch(host, mel_frames, keys), mesh)
     shapes = {k: v.shape for k, v in batch.items()}
     key = tuple(sorted(shapes.items()))
     if key not in compiled:  # one compile per sequence bucket, timed apart from the steps
@@ -407,6 +414,7 @@ def _loop(p: Prepared, state, ckpt, stop, watchdog):
     pending.append((step, m, shapes, getattr(data, "last_example_ids", None)))
     if step % log_every == 0 or step == total:
       values = host_value([p[1] for p in pending])
+      by_task = metrics_lib.task_usage(values, TASKS)  # summed over the window
       dt = (time.time() - t_mark) / len(pending)
       watchdog.completed(len(pending), dt)
       for (s, _, shp, ids), v in zip(pending, values):
@@ -414,6 +422,8 @@ def _loop(p: Prepared, state, ckpt, stop, watchdog):
         guard.observe(s, rec, ids)
         hist = {k: np.asarray(x) for k, x in v.items() if np.ndim(x) > 0}
         rec.update(_throughput(mcfg, rec, shp, dt, peak, mult, int(cfg.train.batch_size)))
+        if s == pending[-1][0]:
+          rec.update(by_task)
         logs.write(s, rec, metrics_lib.format_line(s, total, rec) if s == pending[-1][0] else None, hist)
       pending, t_mark = [], time.time()
     logs.progress(step)

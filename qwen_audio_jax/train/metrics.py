@@ -120,7 +120,28 @@ def format_line(step: int, total: int, m: dict) -> str:
                    ("tflops_per_device", "{:.4f}"), ("mfu", "{:.2%}")):
     if key in m:
       parts.append(f"{key} " + fmt.format(m[key]))
-  usage = sorted(k for k in m if k.startswith("mowe/usage/"))  # MoWE: routing loss and top-k share per encoder
+  usage = sorted(k for k in m if k.startswith("mowe/usage/weak_"))  # MoWE: routing loss, top-k share per encoder
   if "mowe/aux_loss" in m:
     parts.append(f"mowe_aux {m['mowe/aux_loss']:.3f} usage " + "/".join(f"{m[k]:.2f}" for k in usage))
-  return " | ".join(parts)
+  line = " | ".join(parts)
+  by_task = {}  # "mowe/usage/<task>/weak_k" (see `task_usage`)
+  for key in sorted(k for k in m if k.startswith("mowe/usage/") and not k.startswith("mowe/usage/weak_")):
+    by_task.setdefault(key.split("/")[2], []).append(f"{m[key]:.2f}")
+  if by_task:
+    line += "\n  mowe usage by task: " + ", ".join(f"{t} {'/'.join(v)}" for t, v in by_task.items())
+  return line
+
+
+TASK_COUNT_KEYS = ("mowe/task_selected", "mowe/task_clips")
+
+
+def task_usage(steps: list[dict], task_names) -> dict[str, float]:
+  """MoWE usage per task over a logging window: {"mowe/usage/<task>/weak_k": share of that task's clips
+  whose top-k held weak encoder k}, from the steps' summed "mowe/task_selected" [T, K] and
+  "mowe/task_clips" [T] counts (tasks without clips in the window are left out). Pops those counts."""
+  counts = [(s.pop(TASK_COUNT_KEYS[0]), s.pop(TASK_COUNT_KEYS[1])) for s in steps if TASK_COUNT_KEYS[0] in s]
+  if not counts:
+    return {}
+  selected, clips = sum(c[0] for c in counts), sum(c[1] for c in counts)
+  return {f"mowe/usage/{name}/weak_{k}": float(selected[t, k] / clips[t])
+          for t, name in enumerate(task_names) if clips[t] > 0 for k in range(selected.shape[1])}

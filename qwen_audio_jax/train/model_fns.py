@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
+from qwen_audio_jax.data.records import TASKS
 from qwen_audio_jax.model import config as model_config, mowe as mowe_lib
 
 FLOAT_DTYPES = ("float32", "bfloat16", "float16")
@@ -133,7 +134,11 @@ def build(cfg: model_config.ModelConfig) -> ModelFns:
                                  rngs=rngs or {}, mutable=["intermediates"])
     ce, n = head_loss(params, lora, hidden, batch)
     present = None if batch.get("audio_lengths") is None else batch["audio_lengths"] > 0  # empty slots skipped
-    stats = mowe_lib.router_stats(state["intermediates"], len(cfg.mowe.weak), present)
+    task = batch.get("task_index")
+    if task is not None:  # one task id per example row; an example's audio rows are consecutive
+      rows = batch["audio_mel"].shape[0]
+      task = jnp.repeat(task, rows // task.shape[0], total_repeat_length=rows)
+    stats = mowe_lib.router_stats(state["intermediates"], len(cfg.mowe.weak), present, task, len(TASKS))
     aux = stats.get("mowe/aux_loss", jnp.zeros((), jnp.float32))
     return ce + cfg.mowe.aux_weight * aux, n, stats
 
