@@ -1,5 +1,5 @@
-"""Qwen-Audio(-Chat) LoRA fine-tuning: all base weights frozen; rank-8 adapters on the LLM's
-attention and MLP projections. At the end the adapters are exported as an HF-PEFT adapter
+"""Qwen-Audio(-Chat) LoRA fine-tuning: all base weights frozen and stored in bf16 (no fp32 copy, no per-step
+cast); rank-8 adapters (fp32) on the LLM's attention and MLP projections. At the end the adapters are exported as an HF-PEFT adapter
 (WORKDIR/lora_adapter: adapter_model.safetensors + adapter_config.json, Qwen-Audio hub names); the
 merged model: `python -m qwen_audio_jax.export_run --workdir=WORKDIR --output=DIR`.
 Arg: `:qwen2` switches to Qwen2-Audio-7B (transformers module names `model.language_model.layers.N...`,
@@ -16,11 +16,11 @@ from qwen_audio_jax.train import defaults
 def get_config(arg=None):
   c = defaults.base_config()
   if arg == "qwen2":
-    c.model = defaults.model_block("qwen2-audio-7b", dtype="bfloat16", remat_policy="full",
+    c.model = defaults.model_block("qwen2-audio-7b", dtype="bfloat16", param_dtype="bfloat16", remat_policy="full",
                                    decoder=dict(vocab_pad_to=defaults.VOCAB_PAD_TO))
     c.data.family, c.data.n_mels, c.lora.export_naming = "qwen2-audio", 128, "qwen2-audio"
   else:
-    c.model = defaults.model_block("qwen-audio-7b", dtype="bfloat16", remat_policy="full",
+    c.model = defaults.model_block("qwen-audio-7b", dtype="bfloat16", param_dtype="bfloat16", remat_policy="full",
                                    decoder=dict(vocab_pad_to=defaults.VOCAB_PAD_TO))
   c.lora.enabled = True
   c.lora.rank = 8

@@ -171,6 +171,8 @@ def test_configs_resolve():
     json.loads(cfg.to_json_best_effort())
   pre = runpy.run_path(os.path.join(CONFIGS, "qwen_audio_7b_pretrain.py"))["get_config"]()
   assert model_fns.resolve_model_config(pre.model).dtype == "bfloat16"
+  lora_cfg = runpy.run_path(os.path.join(CONFIGS, "qwen_audio_7b_lora.py"))["get_config"]()
+  assert model_fns.resolve_model_config(lora_cfg.model).param_dtype == "bfloat16"  # frozen base: no fp32 copy
   bad = ml_collections.ConfigDict({"preset": "tiny-qwen-audio", "overrides": {"decoder": {"n_layer": 3}}})
   with pytest.raises(KeyError, match="n_layer"):
     model_fns.resolve_model_config(bad)
