@@ -1,10 +1,12 @@
 """MoWE-Audio on the built-in synthetic set: `tiny_synthetic.py` plus a diverse pool of two weak encoders.
 
   python -m qwen_audio_jax.train --config=configs/mowe_tiny_synthetic.py --workdir=/tmp/mowe
-Arg: `steps[,paper]` (default 150). `paper`: the paper's setting — base encoder and LLM frozen, only the weak
-encoders, routers and projector train; start it from a trained base run (its parameters are taken, the MoWE
-parts start fresh): `configs/mowe_tiny_synthetic.py:100,paper --config.train.init_params_dir=RUN_DIR`.
-Without `paper` everything trains from scratch, like tiny_synthetic.py (compare at equal steps).
+Arg: `steps[,paper][,lora]` (default 150). `paper`: the paper's setting — base encoder and LLM frozen, only
+the weak encoders, routers and projector train; start it from a trained base run (its parameters are taken,
+the MoWE parts start fresh): `configs/mowe_tiny_synthetic.py:100,paper --config.train.init_params_dir=RUN_DIR`.
+`lora` (with `paper`): the LLM gets rank-8 LoRA adapters on its attention and MLP projections instead of
+staying fully frozen (the paper's other setting). Without `paper` everything trains from scratch, like
+tiny_synthetic.py (compare at equal steps).
 """
 
 import dataclasses
@@ -30,9 +32,12 @@ def get_config(arg=None):
   steps = int(parts[0]) if parts[0] else 150
   c = tiny_synthetic.get_config(str(steps))
   c.model.mowe = mowe_block()
-  if "paper" in parts[1:]:
+  options = parts[1:]
+  unknown = [p for p in options if p not in ("paper", "lora")]
+  if unknown or ("lora" in options and "paper" not in options):
+    raise ValueError(f"configs/mowe_tiny_synthetic.py: arg {arg!r}; use STEPS[,paper[,lora]]")
+  if "paper" in options:
     c.train.freeze = PAPER_FREEZE
-  unknown = [p for p in parts[1:] if p != "paper"]
-  if unknown:
-    raise ValueError(f"configs/mowe_tiny_synthetic.py: unknown arg part(s) {unknown}; use STEPS[,paper]")
+  if "lora" in options:
+    c.lora.enabled = True  # defaults: rank 8, alpha 16, the LLM's attention and MLP projections
   return c

@@ -157,7 +157,7 @@ def test_gradients_reach_routers_and_weak_encoders_only(family):
     loss, _, stats = fns.loss_and_stats(freeze.merge(fz, trainable), batch, True)
     return loss, stats
 
-  grads, stats = jax.grad(objective, has_aux=True)(tr)
+  grads, stats = jax.jit(jax.grad(objective, has_aux=True))(tr)
   assert set(grads) == {"mowe", "audio_projector"}
   flat = {jax.tree_util.keystr(p): float(jnp.max(jnp.abs(g)))
              for p, g in jax.tree_util.tree_flatten_with_path(grads)[0]}
@@ -187,3 +187,32 @@ def test_bad_pools_are_refused():
     init_params(bad, jax.random.PRNGKey(0))
   with pytest.raises(ValueError, match="top_k"):
     init_params(cfg.replace(mowe=dataclasses.replace(cfg.mowe, top_k=4)), jax.random.PRNGKey(0))
+
+
+def test_paper_recipe_with_llm_lora_trains_mowe_projector_and_adapters_only():
+  import os  # pylint: disable=import-outside-toplevel
+  import runpy  # pylint: disable=import-outside-toplevel
+  from qwen_audio_jax.train import lora as lora_lib  # pylint: disable=import-outside-toplevel
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  recipe = runpy.run_path(os.path.join(root, "configs", "mowe_tiny_synthetic.py"))["get_config"]
+  c = recipe("10,paper,lora")
+  assert c.lora.enabled and all(t.startswith("decoder/") for t in c.lora.targets)
+  with pytest.raises(ValueError, match="STEPS"):
+    recipe("10,lora")  # LoRA on the LLM is an option of the paper's setting
+  _, cfg = _cfg(n_weak=2)
+  fns = model_fns.build(cfg)
+  params = fns.init(jax.random.PRNGKey(0))
+  batch = testing.batch(cfg, seed=0, batch_size=2, seq_len=48, mel_frames=120)
+  tr, fz = freeze.split(params, freeze.trainable_mask(params, c.train.freeze, c.train.trainable))
+  adapters = lora_lib.init(jax.random.PRNGKey(1), params, c.lora.targets, c.lora.rank)
+  adapters = jax.tree.map(lambda x: x + 0.01 if x.ndim and not x.any() else x, adapters)  # B != 0: both factors live
+
+  def objective(diff):
+    lora = lora_lib.collection(diff["lora"], lora_lib.scale(c.lora.rank, c.lora.alpha))
+    return fns.loss_and_stats(freeze.merge(fz, diff["params"]), batch, True, lora=lora)[0]
+
+  grads = jax.jit(jax.grad(objective))({"params": tr, "lora": adapters})
+  assert set(grads["params"]) == {"mowe", "audio_projector"}
+  assert set(grads["lora"]) == {"decoder"}, set(grads["lora"])
+  dead = [jax.tree_util.keystr(p) for p, g in jax.tree_util.tree_flatten_with_path(grads)[0] if not jnp.any(g)]
+  assert not dead, dead
