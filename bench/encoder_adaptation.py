@@ -57,8 +57,10 @@ def run_stage(stage: str, args) -> None:
 
 
 def trained_params(log: str) -> str:
-  m = re.search(r"trainable params ([\d,]+)", log)
-  return m.group(1) if m else "?"
+  """'N' or 'N + LoRA M' from the run's 'trainable params ...' line."""
+  m = re.search(r"trainable params ([\d,]*\d)", log)
+  lora = re.search(r"LoRA: .*?([\d,]*\d) adapter params", log)
+  return (m.group(1) if m else "?") + (f" + LoRA {lora.group(1)}" if lora else "")
 
 
 def last_usage(log: str) -> str:
@@ -78,7 +80,7 @@ def sweep(args) -> None:
   with open(os.path.join(sweep_dir, "results.json")) as f:
     cells = json.load(f)["cells"]
   datasets = sorted({c["dataset"] for c in cells})
-  head = ["run", "trained params"] + [d.replace("synthetic_", "") for d in datasets] + ["mean score", "router"]
+  head = ["run", "trained params"] + [d.replace("synthetic_", "") for d in datasets] + ["mean score", "L_MoWE, usage per encoder"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for s in runs:
     with open(os.path.join(args.out, f"{s}.log")) as f:

@@ -54,3 +54,16 @@ def test_unknown_row_is_one_line_exit_2():
   proc = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--rows=P1,P9"], cwd=REPO,
                         capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=REPO))
   assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "unknown row" in proc.stderr
+
+
+def test_encoder_adaptation_reads_budgets_and_router_lines_and_refuses_unknown_stages(capsys):
+  from bench import encoder_adaptation as ea  # pylint: disable=import-outside-toplevel
+  log = ("mesh data=1 fsdp=1 tensor=1; trainable params 4,160, frozen 835,648, LoRA: 4 adapted modules, "
+         "4,096 adapter params\nstep 150/150 | loss 1.0 | mowe_aux 1.000 usage 0.56/0.44\n"
+         "  mowe usage by task: asr 0.69/0.31\n")
+  assert ea.trained_params(log) == "4,160 + LoRA 4,096"
+  assert ea.trained_params("trainable params 131,904, frozen 707,904") == "131,904"
+  assert ea.last_usage(log) == "1.000 usage 0.56/0.44"
+  with pytest.raises(SystemExit) as e:
+    ea.main(["--out=/nonexistent/x", "--stages=base,mowee"])
+  assert e.value.code == 2 and "--stages: unknown ['mowee']" in capsys.readouterr().err
