@@ -7,8 +7,9 @@ exists; while one of a best-K save exists; while the previous best step is being
 temporary directory or the old one still on disk). A watcher thread polls the workdir every ~0.5 ms and
 kills the moment it sees the condition; each trial records what was on disk at the kill.
 
-Default suite: `pytest tests/test_kill_trials.py` runs 2 kill trials + Ctrl-C (SIGTERM: test_checkpoint_resume).
-All 10 trials + SIGTERM: `pytest -m slow -s tests/test_kill_trials.py` (KILL_TRIALS=N to change the count).
+Default suite: `pytest tests/test_kill_trials.py` runs 2 kill trials (Ctrl-C: test_user_paths; SIGTERM:
+test_checkpoint_resume).
+All 10 trials + SIGTERM + Ctrl-C: `pytest -m slow -s tests/test_kill_trials.py` (KILL_TRIALS=N to change the count).
 """
 
 import json
@@ -215,7 +216,7 @@ def test_kill9_ten_trials(setup):
 
 
 @pytest.mark.parametrize("sig", [pytest.param(signal.SIGTERM, marks=pytest.mark.slow, id="SIGTERM"),
-                                 pytest.param(signal.SIGINT, id="SIGINT")])
+                                 pytest.param(signal.SIGINT, marks=pytest.mark.slow, id="SIGINT")])
 def test_stop_signal_checkpoints_exits_zero_and_resumes_exactly(setup, sig):
   workdir = str(setup["tmp"] / f"signal{int(sig)}")
   stopped = _run(setup["config"], workdir, lambda lines: any(l.startswith("step 2/") for l in lines), sig=sig)

@@ -136,7 +136,8 @@ def test_padded_vocabulary_changes_no_output_loss_or_gradient(reference):
   logits_p = model_p.apply({"params": params_p}, ids, mask)
   last_p = model_p.apply({"params": params_p}, ids, mask, output="last_logits")
   assert logits_p.shape == (B, S, V) and last_p.shape == (B, V)  # no padded id can ever be sampled
-  assert max_diff(logits_p, logits) <= 1e-6 and max_diff(last_p, logits[:, -1]) <= 1e-6
+  # measured up to 1.19e-6 (one fp32 ulp at |logit| ~ 10; the padded lm_head changes XLA's blocking)
+  assert max_diff(logits_p, logits) <= 3e-6 and max_diff(last_p, logits[:, -1]) <= 3e-6
   blocked = lambda p: chunk_loss(cfg_p, p, *batch, 128, 4)
   (p_loss, p_n), p_grads = jax.jit(jax.value_and_grad(blocked, has_aux=True))(params_p)
   assert float(p_n) == n and abs(float(p_loss) - loss) <= 1e-6 * loss
