@@ -72,9 +72,8 @@ def row(quick: bool) -> dict:
   else:
     why = "--quick" if topology.libtpu_available() else "libtpu is not installed (pip install -e .[tpu])"
     notes.append(f"7B plan ({SEVEN_B[0]} on {SEVEN_B[1]}) not run: {why}; a CPU-simulated compile would give XLA "
-                 "CPU memory, not TPU HBM. bench/scaling/TABLE.md holds libtpu figures for the 7B configs "
-                 "measured before their per-tower bf16 frozen weights and remat 'minimal': rerun `make scaling` "
-                 "on a machine with libtpu.")
+                 "CPU memory, not TPU HBM. bench/scaling/TABLE.md (README \"Scaling\") holds libtpu figures for "
+                 "the 7B configs; after a config change rerun `make scaling` where libtpu is installed.")
   return {"ours": f"tiny_synthetic on {tiny['topology']}: {tiny['per_chip_gib'] * 1024:.0f} MiB per chip, "
                   f"{tiny['step_s_at_mfu'] * 1e3:.2f} ms/step at {tiny['mfu']:.0%} MFU",
           "reference": f"HBM {tiny['hbm_gib']:.0f} GiB per chip ({tiny['backend']} compile)",
