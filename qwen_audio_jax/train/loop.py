@@ -422,9 +422,9 @@ def _loop(p: Prepared, state, ckpt, stop, watchdog):
         guard.observe(s, rec, ids)
         hist = {k: np.asarray(x) for k, x in v.items() if np.ndim(x) > 0}
         rec.update(_throughput(mcfg, rec, shp, dt, peak, mult, int(cfg.train.batch_size)))
-        if s == pending[-1][0]:
-          rec.update(by_task)
-        logs.write(s, rec, metrics_lib.format_line(s, total, rec) if s == pending[-1][0] else None, hist)
+        last = s == pending[-1][0]  # the window's line and its per-task router usage go with its last step
+        rec.update(by_task if last else {})
+        logs.write(s, rec, metrics_lib.format_line(s, total, rec) if last else None, hist)
       pending, t_mark = [], time.time()
     logs.progress(step)
     if every_eval and (step % every_eval == 0 or step == total):
