@@ -29,7 +29,7 @@ from qwen_audio_jax.sharding import mesh as mesh_lib, partition
 from qwen_audio_jax.train import defaults, model_fns, optimizer, state as state_lib, step as step_lib
 
 GB = 1e9
-LORA_TARGETS = (r"decoder/layers/attn/(q|k|v|o)", r"decoder/layers/mlp/(gate|up|down)")
+LORA_TARGETS = (r"decoder/layers/attn/(q|k|v|qkv|o)", r"decoder/layers/mlp/(gate|up|down)")
 
 
 def run_config(case: str) -> ml_collections.ConfigDict:

@@ -25,7 +25,7 @@ import shutil
 import numpy as np
 
 from conversion import engine, record
-from conversion.convert import open_source, pad_vocab, staging_dir
+from conversion.convert import fuse_qkv, open_source, pad_vocab, staging_dir
 from conversion.errors import ConversionError
 from conversion.maps import MAPS, whisper
 from qwen_audio_jax import checkpoint_io
@@ -97,12 +97,14 @@ def _weak_encoder_config(path: str):
 
 def compose(whisper_path: str, qwen_path: str, output: str, dtype: str = "float32", seed: int = 0,
             vocab_size: int | None = None, overwrite: bool = False, log=print, vocab_pad_to: int = 1,
-            weak_paths=(), mowe_top_k: int = 1) -> str:
+            weak_paths=(), mowe_top_k: int = 1, fused_qkv: bool = False) -> str:
   if os.path.exists(output) and not overwrite:
     raise ConversionError(f"--output={output} already exists (pass --overwrite to replace it)")
   wflag = _whisper_flag(whisper_path)
   wsrc, wcfg, wraw = open_source(wflag, whisper_path)
   qsrc, qcfg, qraw = open_source("hf-qwen", qwen_path)
+  if fused_qkv:
+    qcfg = fuse_qkv(qcfg, "hf-qwen")
   cfg = pad_vocab(composed_config(wcfg, qcfg, vocab_size or DecoderConfig().vocab_size, dtype), vocab_pad_to)
   if weak_paths:
     cfg = cfg.replace(mowe=MoweConfig(weak=tuple(_weak_encoder_config(p) for p in weak_paths), top_k=mowe_top_k))

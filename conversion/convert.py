@@ -64,14 +64,33 @@ def pad_vocab(cfg: ModelConfig, vocab_pad_to: int) -> ModelConfig:
   return cfg.replace(decoder=dataclasses.replace(cfg.decoder, vocab_pad_to=vocab_pad_to))
 
 
+FUSED_QKV_SOURCES = ("hf-qwen", "hf-qwen-audio")  # checkpoints whose q/k/v are one tensor (v1 c_attn)
+
+
+def fuse_qkv(cfg: ModelConfig, flag: str) -> ModelConfig:
+  """`cfg` with the decoder's fused q|k|v layout (`--fused_qkv`), for sources that store c_attn whole."""
+  if flag not in FUSED_QKV_SOURCES:
+    raise ConversionError(f"--fused_qkv: --source={flag} stores q/k/v as separate tensors; the fused layout "
+                          f"converts from Qwen v1's c_attn ({', '.join(FUSED_QKV_SOURCES)}, compose)")
+  try:
+    return cfg.replace(decoder=dataclasses.replace(cfg.decoder, fused_qkv=True))
+  except ValueError as e:
+    raise ConversionError(f"--fused_qkv: {e}") from None
+
+
 def convert(flag: str, path: str, output: str, dtype: str = "float32", overwrite: bool = False,
-            log=print, tokenizer: str | None = None, vocab_pad_to: int = 1) -> str:
+            log=print, tokenizer: str | None = None, vocab_pad_to: int = 1, fused_qkv: bool = False) -> str:
   """Converts one source checkpoint; returns the output directory. `tokenizer`: Whisper only, a tokenizer
   file to keep with the checkpoint (see module doc). With `vocab_pad_to` > 1 the embedding and lm_head get
-  zero rows up to a multiple of it (the config records the true vocab_size)."""
+  zero rows up to a multiple of it (the config records the true vocab_size). `fused_qkv`: the decoder's
+  q/k/v as one kernel (`DecoderConfig.fused_qkv`), Qwen v1 sources only."""
   if os.path.exists(output) and not overwrite:
     raise ConversionError(f"--output={output} already exists (pass --overwrite to replace it)")
+  if fused_qkv and flag not in FUSED_QKV_SOURCES:
+    fuse_qkv(ModelConfig(), flag)  # the one error line, before reading anything
   source, cfg, raw = open_source(flag, path)
+  if fused_qkv:
+    cfg = fuse_qkv(cfg, flag)
   blocks, extra_arrays = extras.read(path)  # MoWE / encoder-PETL parts written beside an export
   cfg = pad_vocab(cfg.replace(param_dtype=dtype, **blocks), vocab_pad_to)
   try:
@@ -150,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
                  help="Whisper: tokenizer file (.tiktoken or tokenizer.json) to keep in the checkpoint")
   p.add_argument("--vocab_pad_to", type=int, default=1,
                  help="pad the LLM's embedding/lm_head rows with zeros to a multiple of this (e.g. 128 x tensor)")
+  p.add_argument("--fused_qkv", action="store_true",
+                 help="keep Qwen v1's c_attn as one q|k|v kernel (model decoder.fused_qkv; hf-qwen, hf-qwen-audio, compose)")
   p.add_argument("--verify", action="store_true", help="run conversion/verify.py against --input afterwards")
   return p
 
@@ -165,14 +186,14 @@ def main(argv=None) -> int:
         raise ConversionError("--verify and --tokenizer are not available for --source=compose")
       compose.compose(args.whisper, args.qwen, args.output, args.dtype, args.seed, args.vocab_size,
                       overwrite=args.overwrite, vocab_pad_to=args.vocab_pad_to, weak_paths=args.weak,
-                      mowe_top_k=args.mowe_top_k)
+                      mowe_top_k=args.mowe_top_k, fused_qkv=args.fused_qkv)
       return 0
     if args.weak:
       raise ConversionError("--weak is for --source=compose (an export's MoWE parts are read from mowe.safetensors)")
     if not args.input:
       raise ConversionError("--input=PATH is required")
     convert(args.source, args.input, args.output, args.dtype, args.overwrite, tokenizer=args.tokenizer,
-            vocab_pad_to=args.vocab_pad_to)
+            vocab_pad_to=args.vocab_pad_to, fused_qkv=args.fused_qkv)
   except (ConversionError, checkpoint_io.CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

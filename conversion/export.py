@@ -20,6 +20,7 @@ Parameters are read one stacked leaf at a time; output is sharded (--shard_gb) w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -109,6 +110,24 @@ def _source_dtypes(meta: dict, target: str) -> dict[str, str]:
   return out
 
 
+def _splits_qkv(cfg, name_map) -> bool:
+  """True when `cfg` has the fused q|k|v layout and `name_map` no rule for it (Qwen2 naming)."""
+  fused = cfg.decoder is not None and cfg.decoder.fused_qkv
+  return fused and not any(t.endswith("/attn/qkv/kernel") for rule in name_map.rules for t in rule.targets)
+
+
+def _split_reader(read):
+  """`read` of a fused checkpoint that also answers the separate `.../attn/{q,k,v}/...` paths (slices of
+  `.../attn/qkv/...`, read once per part: peak memory stays one stacked leaf)."""
+
+  def split_read(paths):
+    fused = {p: re.sub(r"/attn/[qkv]/", "/attn/qkv/", p) for p in paths}
+    got = read(sorted(set(fused.values())))
+    return {p: (got[f][..., "qkv".index(p.split("/")[-2]), :] if f != p else got[p]) for p, f in fused.items()}
+
+  return split_read
+
+
 def tensors(checkpoint: str, target: str, dtype: str, log=print, step=None):
   """Yields (name, numpy array) of the whole exported model, one rule (all its layers) at a time."""
   ckpt = checkpoint_io.resolve(checkpoint, step)
@@ -118,6 +137,10 @@ def tensors(checkpoint: str, target: str, dtype: str, log=print, step=None):
     raise ConversionError(f"--target={target} needs a {name_map.family} checkpoint; {checkpoint} is {cfg.family}")
   shapes = {p: s for p, (s, _) in ckpt.stored().items()}
   checkpoint_io.check_shapes(shapes, cfg, ckpt.path)
+  read = ckpt.read
+  if _splits_qkv(cfg, name_map):  # a fused q|k|v model into a naming with separate q/k/v tensors
+    cfg = cfg.replace(decoder=dataclasses.replace(cfg.decoder, fused_qkv=False))
+    shapes, read = checkpoint_io.param_shapes(cfg), _split_reader(ckpt.read)
   true_shapes = checkpoint_io.param_shapes(unpadded(cfg))  # padded vocabulary rows are not exported
   src_dtypes, fallback = _source_dtypes(meta, target), meta["dtype"]
   out_dtype = lambda name: np.dtype(dtype if dtype != "source" else src_dtypes.get(name, fallback))
@@ -129,7 +152,7 @@ def tensors(checkpoint: str, target: str, dtype: str, log=print, step=None):
         del cache[path]
     missing = [t for t in rule.targets if t not in cache]
     cache.update({p: x[tuple(slice(0, n) for n in true_shapes[p])]
-                  for p, x in (ckpt.read(missing) if missing else {}).items()})
+                  for p, x in (read(missing) if missing else {}).items()})
     transform = transforms.get(rule.transform)
     for layer in range(shapes[rule.targets[0]][0]) if rule.stacked else [None]:
       parts = tuple(cache[t] if layer is None else cache[t][layer] for t in rule.targets)

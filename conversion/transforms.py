@@ -34,6 +34,11 @@ def _split_rows(x: np.ndarray, cfg: ModelConfig) -> tuple[np.ndarray, ...]:
   return x[:q], x[q:q + k], x[q + k:]
 
 
+def _fused_rows(x: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+  _split_rows(x, cfg)  # checks the row count
+  return x
+
+
 TRANSFORMS: dict[str, Transform] = {
     # Tensors stored the same way on both sides (norms, biases, embeddings, positions).
     "identity": Transform(lambda x, cfg: (x,), lambda p, cfg: p[0]),
@@ -47,6 +52,13 @@ TRANSFORMS: dict[str, Transform] = {
         lambda p, cfg: np.concatenate([part.T for part in p], axis=0)),
     # Qwen v1 fused c_attn bias [q+k+v] <-> three biases.
     "split_qkv_bias": Transform(_split_rows, lambda p, cfg: np.concatenate(p, axis=0)),
+    # The same into the fused layout (DecoderConfig.fused_qkv): weight [3W, D] <-> kernel [D, 3, W],
+    # bias [3W] <-> [3, W].
+    "fused_qkv_linear": Transform(
+        lambda x, cfg: (_fused_rows(x, cfg).T.reshape(x.shape[1], 3, -1),),
+        lambda p, cfg: p[0].reshape(p[0].shape[0], -1).T),
+    "fused_qkv_bias": Transform(lambda x, cfg: (_fused_rows(x, cfg).reshape(3, -1),),
+                                lambda p, cfg: p[0].reshape(-1)),
 }
 
 

@@ -152,7 +152,8 @@ def merge_lora(params: Mapping, lora: Mapping, scale: float) -> dict:
   """Base params with every adapted kernel replaced by W + scale · A @ B (in W's dtype, fp32 math).
 
   The one definition: the training forward (`train.lora.merge`) and every reader of a LoRA run use it.
-  Adapters mirror the kernel's path: `.../q/kernel` gets `.../q/lora_a` [..., in, r], `.../q/lora_b`.
+  Adapters mirror the kernel's path: `.../q/kernel` gets `.../q/lora_a` [..., in, r], `.../q/lora_b`
+  [..., r, out] (a fused q|k|v kernel [..., in, 3, width]: lora_b [..., r, 3, width]).
   """
   if not lora:
     return params
@@ -160,8 +161,10 @@ def merge_lora(params: Mapping, lora: Mapping, scale: float) -> dict:
   for path in [p for p in adapters if p.endswith("/lora_a")]:
     module = path[:-len("lora_a")]
     w = flat[module + "kernel"]
-    delta = jnp.einsum("...ir,...ro->...io", jnp.asarray(adapters[path], jnp.float32),
-                       jnp.asarray(adapters[module + "lora_b"], jnp.float32))
+    a, b = jnp.asarray(adapters[path], jnp.float32), jnp.asarray(adapters[module + "lora_b"], jnp.float32)
+    lead, out = b.shape[:a.ndim - 2], b.shape[a.ndim - 1:]  # B [..., r, *out] (fused q|k|v: out = (3, width))
+    delta = jnp.einsum("...ir,...ro->...io", a, b.reshape(*lead, b.shape[a.ndim - 2], -1))
+    delta = delta.reshape(w.shape)
     flat[module + "kernel"] = (jnp.asarray(w, jnp.float32) + scale * delta).astype(w.dtype)
   return unflatten(flat)
 

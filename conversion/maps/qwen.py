@@ -15,6 +15,10 @@ V1_BLOCK = (
     ("ln_1.weight", "ln_1/scale", "identity"),
     ("attn.c_attn.weight", ("attn/q/kernel", "attn/k/kernel", "attn/v/kernel"), "split_qkv_linear"),
     ("attn.c_attn.bias", ("attn/q/bias", "attn/k/bias", "attn/v/bias"), "split_qkv_bias"),
+    # The fused layout (DecoderConfig.fused_qkv) keeps c_attn whole; the rows whose targets the config's
+    # parameter tree has are the ones used (engine.active_rules).
+    ("attn.c_attn.weight", "attn/qkv/kernel", "fused_qkv_linear"),
+    ("attn.c_attn.bias", "attn/qkv/bias", "fused_qkv_bias"),
     ("attn.c_proj.weight", "attn/o/kernel", "linear"),
     ("ln_2.weight", "ln_2/scale", "identity"),
     ("mlp.w1.weight", "mlp/up/kernel", "linear"),

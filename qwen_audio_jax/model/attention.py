@@ -163,7 +163,8 @@ class EncoderAttention(nn.Module):
 
 
 class DecoderAttention(nn.Module):
-  """Qwen attention: q/k/v (bias), RoPE, optional logn query scale, grouped KV heads, o (no bias).
+  """Qwen attention: q/k/v (bias; one fused `qkv` kernel with `fused_qkv`), RoPE, optional logn query
+  scale, grouped KV heads, o (no bias).
 
   `key_valid` [B, Sk] bool: real tokens (cache slots when cached); attention is causal. With `layer_kv`
   = (k_cache, v_cache, layer), caches [L, B, S_max, KVH, Dh] of every layer, the new keys/values are
@@ -178,9 +179,14 @@ class DecoderAttention(nn.Module):
     dcfg = self.cfg.decoder
     b, s, _ = x.shape
     dh = dcfg.head_dim
-    q = Linear(dcfg.n_heads * dh, ("embed", "heads"), self.cfg, use_bias=dcfg.qkv_bias, name="q")(x)
-    k = Linear(dcfg.n_kv_heads * dh, ("embed", "kv_heads"), self.cfg, use_bias=dcfg.qkv_bias, name="k")(x)
-    v = Linear(dcfg.n_kv_heads * dh, ("embed", "kv_heads"), self.cfg, use_bias=dcfg.qkv_bias, name="v")(x)
+    if dcfg.fused_qkv:  # one [D, 3, H*dh] kernel, sharded like q along its heads axis
+      qkv = Linear((3, dcfg.n_heads * dh), ("embed", None, "heads"), self.cfg, use_bias=dcfg.qkv_bias,
+                   name="qkv")(x)
+      q, k, v = qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
+    else:
+      q = Linear(dcfg.n_heads * dh, ("embed", "heads"), self.cfg, use_bias=dcfg.qkv_bias, name="q")(x)
+      k = Linear(dcfg.n_kv_heads * dh, ("embed", "kv_heads"), self.cfg, use_bias=dcfg.qkv_bias, name="k")(x)
+      v = Linear(dcfg.n_kv_heads * dh, ("embed", "kv_heads"), self.cfg, use_bias=dcfg.qkv_bias, name="v")(x)
     q, k, v = checkpoint_name(q, "query_proj"), checkpoint_name(k, "key_proj"), checkpoint_name(v, "value_proj")
     q = rope.apply_rope(q.reshape(b, s, dcfg.n_heads, dh), cos, sin)
     k = rope.apply_rope(k.reshape(b, s, dcfg.n_kv_heads, dh), cos, sin)

@@ -57,10 +57,19 @@ class DecoderConfig:
   dynamic_ntk: bool = True
   logn_attn: bool = True
   qkv_bias: bool = True
+  # One [d_model, 3, heads * head_dim] q|k|v kernel (module `attn/qkv`, the layout of Qwen v1's `c_attn`)
+  # instead of three: one projection matmul forward and one input-gradient matmul backward. Needs
+  # n_kv_heads == n_heads. Checkpoints convert to either layout (`convert --fused_qkv`, hf-qwen* v1 only).
+  fused_qkv: bool = False
   # Rows of the embedding and lm_head are vocab_size rounded up to a multiple of this (1 = no padding),
   # so that a `tensor` mesh axis divides them (128 x tensor keeps every shard 128-aligned). Padded rows
   # are never looked up, their logits are masked in the loss and sliced off every returned output.
   vocab_pad_to: int = 1
+
+  def __post_init__(self):
+    if self.fused_qkv and self.n_kv_heads != self.n_heads:
+      raise ValueError(f"DecoderConfig.fused_qkv needs n_kv_heads == n_heads, got {self.n_kv_heads} and "
+                       f"{self.n_heads} (grouped KV heads keep separate q/k/v kernels)")
 
   @property
   def padded_vocab(self) -> int:

@@ -65,15 +65,16 @@ def dense(x: jax.Array, kernel: jax.Array, cfg: ModelConfig, out_dtype: Any = No
 
 
 class Linear(nn.Module):
-  """y = x @ kernel (+ bias), kernel [in, out] with logical names `axes`; matmul numerics of `dense`.
+  """y = x @ kernel (+ bias), kernel [in, *features] with logical names `axes` (one per kernel dim);
+  matmul numerics of `dense`. A tuple `features` (the fused q|k|v kernel [in, 3, width]) gives y [..., *features].
 
   LoRA: when the `LORA` variable collection holds `lora_a` [in, r] and `lora_b` [r, out] for this module,
   y += (x @ lora_a) @ lora_b, a low-rank side path (no merged kernel); `lora_b` carries the alpha/r scale
   (train/lora.py `collection` builds it). Without that collection the layer is a plain Dense.
   """
 
-  features: int
-  axes: tuple[str, str]
+  features: int | tuple[int, ...]
+  axes: tuple[str | None, ...]
   cfg: ModelConfig
   use_bias: bool = True
   out_dtype: Any = None
@@ -81,14 +82,15 @@ class Linear(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param("kernel", partitioned(self.kernel_init, self.axes), (x.shape[-1], self.features),
+    features = (self.features,) if isinstance(self.features, int) else tuple(self.features)
+    kernel = self.param("kernel", partitioned(self.kernel_init, self.axes), (x.shape[-1], *features),
                         param_dtype(self.cfg))
     lora = None
     if self.has_variable(LORA, "lora_a"):
       lora = (self.get_variable(LORA, "lora_a"), self.get_variable(LORA, "lora_b"))
     y = dense(x, kernel, self.cfg, self.out_dtype, lora)
     if self.use_bias:
-      bias = self.param("bias", partitioned(nn.initializers.zeros_init(), self.axes[1:]), (self.features,),
+      bias = self.param("bias", partitioned(nn.initializers.zeros_init(), self.axes[1:]), features,
                         param_dtype(self.cfg))
       y = y + bias.astype(y.dtype)
     return y

@@ -35,6 +35,7 @@ from jax.experimental import multihost_utils
 
 from qwen_audio_jax import checkpoint_io
 from qwen_audio_jax.model import params as params_lib
+from qwen_audio_jax.model import qkv_layout
 from qwen_audio_jax.sharding import partition
 from qwen_audio_jax.train.state import Plan
 
@@ -253,40 +254,52 @@ def load_init(ckpt: checkpoint_io.ModelCheckpoint, plan: Plan, seed: int = 0) ->
   target = abstract_with_shardings(plan.abstract["params"], plan.shardings["params"])
   base = added_parts_base(plan.fns.cfg, ckpt.config)
   if base is not None:
-    if _with_stored_padding(base, ckpt.config) != base:
+    if _as_stored(base, ckpt.config) != base:
       raise checkpoint_io.CheckpointError(f"{ckpt.path}: adding MoWE / encoder-PETL parts to a checkpoint with a "
-                                          "different decoder.vocab_pad_to is not supported; use the stored padding")
+                                          "different decoder.vocab_pad_to or decoder.fused_qkv is not supported; "
+                                          "use the stored values")
     return _load_with_added_parts(ckpt, plan, base, target, seed)
-  as_stored = _with_stored_padding(plan.fns.cfg, ckpt.config)
+  as_stored = _as_stored(plan.fns.cfg, ckpt.config)
   if as_stored == plan.fns.cfg:
     return ckpt.load(target=target)
-  return _restore_repadded(ckpt, plan, as_stored, target)
+  return _restore_as_stored(ckpt, plan, as_stored, target)
 
 
 def init_checkpoint(path: str, plan: Plan) -> checkpoint_io.ModelCheckpoint:
   """The checkpoint `path` resolves to, with its shapes checked against the plan (no arrays read)."""
   ckpt = checkpoint_io.resolve(path, bare_config=plan.fns.cfg)
   cfg = added_parts_base(plan.fns.cfg, ckpt.config) or plan.fns.cfg
-  checkpoint_io.check_shapes({p: s for p, (s, _) in ckpt.stored().items()}, _with_stored_padding(cfg, ckpt.config),
+  checkpoint_io.check_shapes({p: s for p, (s, _) in ckpt.stored().items()}, _as_stored(cfg, ckpt.config),
                              ckpt.path)
   return ckpt
 
 
-def _with_stored_padding(cfg, stored_cfg):
-  """The run's model with the checkpoint's vocabulary padding, when only the padding differs."""
+def _as_stored(cfg, stored_cfg):
+  """The run's model with the checkpoint's vocabulary padding and q/k/v layout (`decoder.fused_qkv`),
+  which a restore converts (`_restore_as_stored`); everything else must match."""
   dec, sdec = cfg.decoder, stored_cfg.decoder
-  if dec is None or sdec is None or dec.vocab_size != sdec.vocab_size or dec.vocab_pad_to == sdec.vocab_pad_to:
+  if dec is None or sdec is None:
     return cfg
-  return cfg.replace(decoder=dataclasses.replace(dec, vocab_pad_to=sdec.vocab_pad_to))
+  pad = sdec.vocab_pad_to if dec.vocab_size == sdec.vocab_size else dec.vocab_pad_to
+  fused = sdec.fused_qkv if dec.n_kv_heads == dec.n_heads else dec.fused_qkv
+  if (pad, fused) == (dec.vocab_pad_to, dec.fused_qkv):
+    return cfg
+  return cfg.replace(decoder=dataclasses.replace(dec, vocab_pad_to=pad, fused_qkv=fused))
 
 
-def _restore_repadded(ckpt: checkpoint_io.ModelCheckpoint, plan: Plan, as_stored, target: Any) -> dict:
+def _restore_as_stored(ckpt: checkpoint_io.ModelCheckpoint, plan: Plan, as_stored, target: Any) -> dict:
   """Restores a checkpoint whose vocabulary rows are padded differently from the run's (e.g. an
-  unpadded conversion into a run with `vocab_pad_to`), then re-pads the vocabulary leaves with zero rows
-  (or drops padding rows) straight into the plan's shardings."""
+  unpadded conversion into a run with `vocab_pad_to`) or whose q/k/v layout differs (`fused_qkv`), then
+  re-arranges q/k/v and re-pads the vocabulary leaves with zero rows (or drops padding rows) straight into
+  the plan's shardings."""
   abstract = params_lib.abstract_params(as_stored)
-  shardings = partition.logical_to_shardings(plan.fns.logical_axes, abstract, plan.mesh)
-  restored = checkpoint_io.flatten(ckpt.load(target=abstract_with_shardings(abstract, shardings)))
+  shardings = partition.logical_to_shardings(params_lib.logical_axes(as_stored), abstract, plan.mesh)
+  restored = ckpt.load(target=abstract_with_shardings(abstract, shardings))
+  if as_stored.decoder.fused_qkv != plan.fns.cfg.decoder.fused_qkv:  # stack or slice q/k/v on device
+    laid = as_stored.replace(decoder=dataclasses.replace(as_stored.decoder, fused_qkv=plan.fns.cfg.decoder.fused_qkv))
+    out = partition.logical_to_shardings(params_lib.logical_axes(laid), params_lib.abstract_params(laid), plan.mesh)
+    restored = jax.jit(lambda p: qkv_layout.to_layout(p, laid), out_shardings=out)(restored)
+  restored = checkpoint_io.flatten(restored)
   for path, want in checkpoint_io.flatten(target).items():
     x = restored[path]
     if x.shape != want.shape:

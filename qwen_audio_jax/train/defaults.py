@@ -110,7 +110,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.lora.enabled = False
   c.lora.rank = 8
   c.lora.alpha = 16.0
-  c.lora.targets = (r"decoder/layers/attn/(q|k|v|o)", r"decoder/layers/mlp/(gate|up|down)")
+  c.lora.targets = (r"decoder/layers/attn/(q|k|v|qkv|o)", r"decoder/layers/mlp/(gate|up|down)")
   c.lora.export_naming = "qwen-audio"  # qwen-audio (v1 hub names) | qwen2-audio (HF hub names)
 
   c.checkpoint = ml_collections.ConfigDict()

@@ -1,7 +1,8 @@
 """LoRA adapters on Dense kernels: y = x W + (alpha / r) · (x A) B.
 
 The adapter tree mirrors the parameter tree: kernel `.../q/kernel` [..., in, out] gets
-`.../q/lora_a` [..., in, r] and `.../q/lora_b` [..., r, out] (leading dims = the scanned layer axis).
+`.../q/lora_a` [..., in, r] and `.../q/lora_b` [..., r, out] (leading dims = the scanned layer axis; a
+fused q|k|v kernel [..., in, 3, width] gets lora_b [..., r, 3, width]: one adapter, as PEFT on `c_attn`).
 B starts at zero, so an untrained adapter leaves the model unchanged.
 Training applies the adapters as a side path inside `model.layers.Linear` (no merged kernel, so no
 full-size kernel gradient): `collection` turns the tree into the model's "lora" variable collection.
@@ -40,7 +41,7 @@ def targets(params: Mapping, patterns: Iterable[str]) -> list[tuple]:
       continue
     module = "/".join(map(str, path[:-1]))
     if any(r.fullmatch(module) for r in rx):
-      if leaf.ndim - (1 if "layers" in path else 0) != 2:
+      if leaf.ndim - _lead(path) != (3 if path[-2] == "qkv" else 2):  # fused q|k|v: [in, 3, width]
         raise LoraConfigError(f"lora.targets: {module} has a kernel of shape {leaf.shape}; "
                               "LoRA applies to Dense kernels only")
       hits.append(path)
@@ -50,6 +51,11 @@ def targets(params: Mapping, patterns: Iterable[str]) -> list[tuple]:
   return hits
 
 
+def _lead(path: tuple) -> int:
+  """Leading (scanned layer) dims of a leaf at `path`."""
+  return 1 if "layers" in path else 0
+
+
 def init(rng, params: Mapping, patterns: Iterable[str], rank: int, dtype=jnp.float32) -> dict:
   """A (PEFT default init: uniform ±1/sqrt(in)), B = 0."""
   flat = traverse_util.flatten_dict(dict(params))
@@ -57,10 +63,11 @@ def init(rng, params: Mapping, patterns: Iterable[str], rank: int, dtype=jnp.flo
   paths = targets(params, patterns)
   for key, path in zip(jax.random.split(rng, len(paths)), paths):
     w = flat[path]
-    *lead, d_in, d_out = w.shape
+    n = _lead(path)
+    lead, d_in, d_out = w.shape[:n], w.shape[n], w.shape[n + 1:]  # d_out: (3, width) for fused q|k|v
     bound = 1.0 / math.sqrt(d_in)
     out[path[:-1] + ("lora_a",)] = jax.random.uniform(key, (*lead, d_in, rank), dtype, -bound, bound)
-    out[path[:-1] + ("lora_b",)] = jnp.zeros((*lead, rank, d_out), dtype)
+    out[path[:-1] + ("lora_b",)] = jnp.zeros((*lead, rank, *d_out), dtype)
   return traverse_util.unflatten_dict(out)
 
 
@@ -69,8 +76,8 @@ def logical_axes(lora: Mapping, param_logical: Mapping) -> dict:
   names = traverse_util.flatten_dict(dict(param_logical))
   out = {}
   for path in traverse_util.flatten_dict(dict(lora)):
-    k = tuple(names[path[:-1] + ("kernel",)])
-    out[path] = P(*k[:-1], None) if path[-1] == "lora_a" else P(*k[:-2], None, k[-1])
+    k, n = tuple(names[path[:-1] + ("kernel",)]), _lead(path)
+    out[path] = P(*k[:n + 1], None) if path[-1] == "lora_a" else P(*k[:n], None, *k[n + 1:])
   return traverse_util.unflatten_dict(out)
 
 

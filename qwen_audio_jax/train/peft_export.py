@@ -8,7 +8,9 @@ what PEFT adapts). Keys are
 PEFT adds (lora_alpha / r) · B @ A to the module's weight [out, in].
 Qwen-Audio v1 fuses q/k/v into `c_attn` (rows q|k|v): the q/k/v adapters become one adapter of rank
 r × (number of adapted projections), with A stacked and B block-diagonal, which is the same update;
-`rank_pattern`/`alpha_pattern` keep its scale equal to alpha / r.
+`rank_pattern`/`alpha_pattern` keep its scale equal to alpha / r. A model with the fused layout
+(`DecoderConfig.fused_qkv`) has one `qkv` adapter: it is `c_attn`'s adapter as is (rank r), and for the
+Qwen2 naming three adapters sharing its A, each with its column block of B.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 from flax import traverse_util
 
 _V1 = {
+    "decoder/layers/attn/qkv": "transformer.h.{i}.attn.c_attn",  # fused layout: the same module, rank r
     "decoder/layers/attn/o": "transformer.h.{i}.attn.c_proj",
     "decoder/layers/mlp/gate": "transformer.h.{i}.mlp.w2",
     "decoder/layers/mlp/up": "transformer.h.{i}.mlp.w1",
@@ -35,6 +38,7 @@ _V1 = {
     "audio_encoder/layers/mlp/fc2": "transformer.audio.blocks.{i}.mlp.2",
     "audio_projector": "transformer.audio.proj",
 }
+_FUSED = "decoder/layers/attn/qkv"  # the fused q|k|v layout (DecoderConfig.fused_qkv)
 _V1_FUSED = ("decoder/layers/attn/q", "decoder/layers/attn/k", "decoder/layers/attn/v")
 _QWEN2 = {  # module names of transformers 5.x Qwen2AudioForConditionalGeneration (what PEFT adapts)
     **{f"decoder/layers/attn/{a}": f"model.language_model.layers.{{i}}.self_attn.{a}_proj" for a in "qkvo"},
@@ -64,7 +68,8 @@ def _adapters(lora: Mapping, vocab_size: int | None) -> dict[str, tuple[np.ndarr
       b = np.asarray(flat[path[:-1] + ("lora_b",)], np.float32)
       if mod == "decoder/lm_head" and vocab_size is not None:
         b = b[..., :vocab_size]
-      out[mod] = (np.asarray(flat[path], np.float32), b)
+      a = np.asarray(flat[path], np.float32)
+      out[mod] = (a, b.reshape(*b.shape[:a.ndim - 1], -1))  # fused q|k|v B [.., r, 3, w] -> [.., r, 3w]
   return out
 
 
@@ -95,6 +100,12 @@ def peft_tensors(lora: Mapping, rank: int, alpha: float, naming: str, vocab_size
   fused = [m for m in _V1_FUSED if m in ads] if naming == "qwen-audio" else []
   for mod, (a, b) in ads.items():
     if mod in fused:
+      continue
+    if mod == _FUSED and naming == "qwen2-audio":  # one shared A; B's column blocks q | k | v
+      width = b.shape[-1] // 3
+      for i, a_l, b_l in _layers(mod, a, b):
+        for j, part in enumerate("qkv"):
+          put(table[f"decoder/layers/attn/{part}"], i, a_l.T, b_l[:, j * width:(j + 1) * width].T)
       continue
     if mod not in table:
       raise PeftExportError(f"LoRA on {mod!r} has no {naming} module name (known: {sorted(table)})")
