@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import jax.numpy as jnp
 import numpy as np
 
 from qwen_audio_jax.model.config import ModelConfig
@@ -29,7 +30,7 @@ def fuse(params: Mapping[str, Any]) -> dict:
   """Separate q/k/v -> one `qkv` module (kernel stacked on axis -2, bias on axis -2)."""
   attn = dict(params["decoder"]["layers"]["attn"])
   parts = [attn.pop(p) for p in _PARTS]
-  xp = np if isinstance(parts[0]["kernel"], np.ndarray) else _jnp()
+  xp = np if isinstance(parts[0]["kernel"], np.ndarray) else jnp
   attn["qkv"] = {name: xp.stack([p[name] for p in parts], axis=-2) for name in parts[0]}
   return _with_attn(params, attn)
 
@@ -56,7 +57,3 @@ def _with_attn(params: Mapping[str, Any], attn: dict) -> dict:
   out["decoder"] = {**params["decoder"], "layers": {**params["decoder"]["layers"], "attn": attn}}
   return out
 
-
-def _jnp():
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  return jnp
