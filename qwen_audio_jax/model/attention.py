@@ -7,7 +7,8 @@ Whisper encoder attention and the Qwen decoder attention.
   `cfg.attention_chunk`; never holds the [Sq, Sk] scores, custom backward. The fastest on CPU.
 * "cudnn": cuDNN flash attention via `jax.nn.dot_product_attention` (GPU, bf16/fp16 only).
 * "splash": Pallas splash attention (TPU; self-attention without a KV cache).
-* "auto": cudnn on GPU (bf16/fp16), splash on TPU, chunked on CPU when Sk exceeds one block, else xla.
+* "auto": cudnn on GPU (bf16/fp16), splash on TPU, chunked on CPU when the [Sq, Sk] scores exceed one
+  [chunk, chunk] block (so not for a decode step's single query), else xla.
 A chosen implementation that cannot run a case (cudnn off GPU or in fp32, splash off TPU or with a KV
 cache, a kernel's own refusal) falls back to chunked (CPU) or xla (GPU/TPU); the choice and any
 fallback reason are logged once each.
@@ -65,16 +66,19 @@ class KeyMask:
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, scale: float,
-                          precision=None) -> jax.Array:
+                          precision=None, kv_heads_major: bool = False) -> jax.Array:
   """The reference ("xla"): softmax(scale * q k^T + mask) v with the full fp32 score matrix.
 
-  q [B, Sq, H, Dh]; k, v [B, Sk, KVH, Dh] with H % KVH == 0; mask bool, broadcastable to [B, Sq, Sk]
+  q [B, Sq, H, Dh]; k, v [B, Sk, KVH, Dh] with H % KVH == 0 ([B, KVH, Sk, Dh] with `kv_heads_major`, the
+  KV cache's layout, which the matmuls read without a transpose); mask bool, broadcastable to [B, Sq, Sk]
   (True = may attend). Returns [B, Sq, H, Dh] in v's dtype.
   """
   b, sq, h, dh = q.shape
-  kvh = k.shape[2]
+  dtype = v.dtype
+  kvh = k.shape[1] if kv_heads_major else k.shape[2]
+  kv = "bksd" if kv_heads_major else "bskd"
   q = q.reshape(b, sq, kvh, h // kvh, dh)
-  scores = jnp.einsum("bqkgd,bskd->bkgqs", q, k, precision=precision, preferred_element_type=jnp.float32)
+  scores = jnp.einsum(f"bqkgd,{kv}->bkgqs", q, k, precision=precision, preferred_element_type=jnp.float32)
   scores = scores * scale
   if mask is not None:
     scores = jnp.where(mask[:, None, None, :, :], scores, MASKED)
@@ -83,10 +87,15 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
   # which made bf16 outputs depend on the batch size.
   weights = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
   total = jnp.sum(weights, axis=-1)  # [b, kvh, g, q]
-  out = jnp.einsum("bkgqs,bskd->bqkgd", weights.astype(v.dtype), v, precision=precision,
+  weights = weights.astype(v.dtype)
+  if kv_heads_major and v.dtype != jnp.float32 and (h // kvh) * sq > 1 and jax.default_backend() == "cpu":
+    # XLA:CPU has no bf16 x bf16 -> f32 batched matmul for this operand order (several queries per KV
+    # head); the same products in f32 (exact for bf16 operands), accumulated in f32 as the bf16 dot would.
+    weights, v = weights.astype(jnp.float32), v.astype(jnp.float32)
+  out = jnp.einsum(f"bkgqs,{kv}->bqkgd", weights, v, precision=precision,
                    preferred_element_type=jnp.float32)
   out = out / jnp.transpose(total, (0, 3, 1, 2))[..., None]
-  return out.astype(v.dtype).reshape(b, sq, h, dh)
+  return out.astype(dtype).reshape(b, sq, h, dh)
 
 
 def _log_once(level: int, *message: str) -> None:
@@ -95,8 +104,11 @@ def _log_once(level: int, *message: str) -> None:
     _logger.log(level, message[0], *message[1:])
 
 
-def choose(requested: str, backend: str, dtype, sk: int, chunk: int, cached: bool) -> tuple[str, str]:
-  """(implementation, why) for a request on `backend`; `why` is empty when the request is honoured."""
+def choose(requested: str, backend: str, dtype, sk: int, chunk: int, cached: bool, sq: int | None = None
+           ) -> tuple[str, str]:
+  """(implementation, why) for a request on `backend`; `why` is empty when the request is honoured.
+  `sq` (None: as many queries as keys): "auto" on CPU blocks only when the [sq, sk] scores exceed one
+  [chunk, chunk] block, so a decode step (one query over the cache) runs unblocked."""
   if requested not in IMPLEMENTATIONS:
     raise ValueError(f"ModelConfig.attention must be one of {IMPLEMENTATIONS}, got {requested!r}")
   half = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
@@ -106,7 +118,10 @@ def choose(requested: str, backend: str, dtype, sk: int, chunk: int, cached: boo
       return ("cudnn", "") if half else ("xla", "cudnn needs bfloat16/float16 compute")
     if backend == "tpu":
       return ("xla", "splash runs without a KV cache only") if cached else ("splash", "")
-    return ("chunked", "") if sk > chunk else ("xla", f"{sk} keys fit one {chunk}-key block")
+    sq = sk if sq is None else sq
+    if sq * sk > chunk * chunk:
+      return "chunked", ""
+    return "xla", f"{sq} x {sk} scores fit one {chunk} x {chunk} block"
   if requested == "cudnn" and backend != "gpu":
     return fallback, f"cudnn needs a GPU (backend is {backend})"
   if requested == "cudnn" and not half:
@@ -118,10 +133,13 @@ def choose(requested: str, backend: str, dtype, sk: int, chunk: int, cached: boo
   return requested, ""
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: KeyMask, scale: float, cfg: ModelConfig) -> jax.Array:
-  """The one attention function: q [B, Sq, H, Dh], k/v [B, Sk, KVH, Dh] -> [B, Sq, H, Dh] (v's dtype)."""
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: KeyMask, scale: float, cfg: ModelConfig,
+              kv_heads_major: bool = False) -> jax.Array:
+  """The one attention function: q [B, Sq, H, Dh], k/v [B, Sk, KVH, Dh] -> [B, Sq, H, Dh] (v's dtype).
+  `kv_heads_major`: k/v are [B, KVH, Sk, Dh] (the KV cache's layout)."""
   backend = jax.default_backend()
-  impl, why = choose(cfg.attention, backend, q.dtype, k.shape[1], cfg.attention_chunk, mask.offset is not None)
+  sk = k.shape[2] if kv_heads_major else k.shape[1]
+  impl, why = choose(cfg.attention, backend, q.dtype, sk, cfg.attention_chunk, mask.offset is not None, q.shape[1])
   if cfg.attention == "auto":
     _log_once(logging.INFO, "attention: auto -> %s on %s%s", impl, backend, f" ({why})" if why else "")
   elif why:
@@ -129,6 +147,8 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: KeyMask, scale: fl
   precision = matmul_precision(cfg)
   fallback = "chunked" if backend == "cpu" else "xla"
   try:
+    if impl in ("cudnn", "splash") and kv_heads_major:  # the kernels take [B, Sk, KVH, Dh]
+      k, v, kv_heads_major = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2), False
     if impl == "cudnn":
       return attention_fused.jax_nn_attention(q, k, v, mask, scale, "cudnn")
     if impl == "splash":
@@ -137,10 +157,11 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: KeyMask, scale: fl
     _log_once(logging.WARNING, "attention: %r refused this case (%s); using %r", impl,
               str(e).splitlines()[0][:200], fallback)
     impl = fallback
+  sk = k.shape[2] if kv_heads_major else k.shape[1]
   if impl == "chunked":
-    return chunked_attention(q, k, v, mask.key_valid(k.shape[1]), mask.causal, mask.offset, scale,
-                             cfg.attention_chunk, precision)
-  return dot_product_attention(q, k, v, mask.dense(q.shape[1], k.shape[1]), scale, precision)
+    return chunked_attention(q, k, v, mask.key_valid(sk), mask.causal, mask.offset, scale, cfg.attention_chunk,
+                             precision, kv_heads_major)
+  return dot_product_attention(q, k, v, mask.dense(q.shape[1], sk), scale, precision, kv_heads_major)
 
 
 class EncoderAttention(nn.Module):
@@ -167,8 +188,8 @@ class DecoderAttention(nn.Module):
   scale, grouped KV heads, o (no bias).
 
   `key_valid` [B, Sk] bool: real tokens (cache slots when cached); attention is causal. With `layer_kv`
-  = (k_cache, v_cache, layer), caches [L, B, S_max, KVH, Dh] of every layer, the new keys/values are
-  written in place at [layer, :, cache_index] and attention runs over this layer's S_max slots (the mask
+  = (k_cache, v_cache, layer), caches [L, B, KVH, S_max, Dh] of every layer, the new keys/values are
+  written in place at [layer, :, :, cache_index] and attention runs over this layer's S_max slots (the mask
   hides unwritten/padded ones). Returns (output, updated (k_cache, v_cache) or None).
   """
 
@@ -195,15 +216,15 @@ class DecoderAttention(nn.Module):
     new_kv, offset = None, None
     if layer_kv is not None:
       k_cache, v_cache, layer = layer_kv
-      start = (layer, 0, cache_index, 0, 0)
-      k_cache = jax.lax.dynamic_update_slice(k_cache, k[None].astype(k_cache.dtype), start)
-      v_cache = jax.lax.dynamic_update_slice(v_cache, v[None].astype(v_cache.dtype), start)
-      k = jax.lax.dynamic_index_in_dim(k_cache, layer, 0, keepdims=False)
+      start = (layer, 0, 0, cache_index, 0)
+      k_cache = jax.lax.dynamic_update_slice(k_cache, jnp.swapaxes(k, 1, 2)[None].astype(k_cache.dtype), start)
+      v_cache = jax.lax.dynamic_update_slice(v_cache, jnp.swapaxes(v, 1, 2)[None].astype(v_cache.dtype), start)
+      k = jax.lax.dynamic_index_in_dim(k_cache, layer, 0, keepdims=False)  # [B, KVH, S_max, Dh]
       v = jax.lax.dynamic_index_in_dim(v_cache, layer, 0, keepdims=False)
       new_kv, offset = (k_cache, v_cache), cache_index
     dtype = compute_dtype(self.cfg)
     mask = KeyMask(valid=key_valid, causal=True, offset=offset)
-    out = attention(q, k.astype(dtype), v.astype(dtype), mask, dh**-0.5, self.cfg)
+    out = attention(q, k.astype(dtype), v.astype(dtype), mask, dh**-0.5, self.cfg, kv_heads_major=new_kv is not None)
     out = checkpoint_name(out.reshape(b, s, dcfg.n_heads * dh), "context")
     out = Linear(dcfg.d_model, ("heads", "embed"), self.cfg, use_bias=False, name="o")(out)
     return checkpoint_name(out, "out_proj"), new_kv

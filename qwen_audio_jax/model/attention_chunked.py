@@ -33,8 +33,13 @@ def _scores(q, kb, valid_b, block_index, offset, causal: bool, n_keys: int, scal
   return jnp.where(allowed, s, filler), allowed
 
 
-def _blocks(x, block: int):
-  """[B, Sk, K, D] (zero-filled to a multiple of block) -> [n, B, K, block, D]."""
+def _blocks(x, block: int, heads_major: bool = False):
+  """[B, Sk, K, D] ([B, K, Sk, D] when heads_major; zero-filled to a multiple of block) -> [n, B, K, block, D]."""
+  if heads_major:
+    b, kh, sk, d = x.shape
+    n = -(-sk // block)
+    x = jnp.pad(x, ((0, 0), (0, 0), (0, n * block - sk), (0, 0)))
+    return x.reshape(b, kh, n, block, d).transpose(2, 0, 1, 3, 4)
   b, sk, kh, d = x.shape
   n = -(-sk // block)
   x = jnp.pad(x, ((0, 0), (0, n * block - sk), (0, 0), (0, 0)))
@@ -104,24 +109,26 @@ def _balanced(length: int, target: int) -> int:
 
 
 def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_valid: jax.Array | None, causal: bool,
-                      offset: jax.Array | None, scale: float, block: int, precision=None) -> jax.Array:
+                      offset: jax.Array | None, scale: float, block: int, precision=None,
+                      kv_heads_major: bool = False) -> jax.Array:
   """softmax(scale * q k^T + mask) v without materialising the scores.
 
-  q [B, Sq, H, Dh]; k, v [B, Sk, KVH, Dh] (H % KVH == 0); key_valid [B, Sk] bool or None; with `causal`,
+  q [B, Sq, H, Dh]; k, v [B, Sk, KVH, Dh] (H % KVH == 0; [B, KVH, Sk, Dh] with `kv_heads_major`, the KV
+  cache's layout); key_valid [B, Sk] bool or None; with `causal`,
   query i sits at key slot offset + i (offset None = 0). Returns [B, Sq, H, Dh] in v's dtype.
   Queries and keys are both split into blocks of about `block` (equal sizes, so 1500 frames make six
   blocks of 250): per step only a [B, H, block, block] slab of scores is live (CPU: 24% less time at
   T=1500 than whole-query slabs, bench/README.md).
   """
   b, sq, h, dh = q.shape
-  sk, kh = k.shape[1], k.shape[2]
+  sk, kh = (k.shape[2], k.shape[1]) if kv_heads_major else (k.shape[1], k.shape[2])
   if key_valid is None:
     key_valid = jnp.ones((b, sk), bool)
   offset = jnp.zeros((), jnp.int32) if offset is None else jnp.asarray(offset, jnp.int32)
   key_valid = jnp.asarray(key_valid, bool)
   qg = q.reshape(b, sq, kh, h // kh, dh).transpose(0, 2, 3, 1, 4)  # [B, K, G, Sq, D]
   bk, bq = _balanced(sk, block), _balanced(sq, block)
-  kb, vb = _blocks(k, bk), _blocks(v, bk)  # once, outside the query loop
+  kb, vb = _blocks(k, bk, kv_heads_major), _blocks(v, bk, kv_heads_major)  # once, outside the query loop
   n = kb.shape[0]
   valid_b = jnp.pad(key_valid, ((0, 0), (0, n * bk - sk))).reshape(b, n, bk).transpose(1, 0, 2)
   flash = lambda qs, start: _flash(qs, kb, vb, valid_b, start, causal, float(scale), sk, precision)  # noqa: E731

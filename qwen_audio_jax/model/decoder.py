@@ -45,7 +45,7 @@ class DecoderLayer(nn.Module):
   """One pre-norm block, for nn.scan: returns (carry, None).
 
   Without a cache the carry is x [B, S, D] and `layer` is None. With one, the carry is (x, (k, v)) with the
-  whole stacked cache [L, B, S_max, KVH, Dh] and `layer` is this layer's index (scanned): the layer writes
+  whole stacked cache [L, B, KVH, S_max, Dh] and `layer` is this layer's index (scanned): the layer writes
   its new keys/values into the carried cache in place, so a decode step moves one token per layer instead
   of re-stacking every layer's cache as scan outputs (which made XLA copy the cache each step).
   """

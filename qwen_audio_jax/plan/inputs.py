@@ -75,8 +75,8 @@ def cache_shardings(cache, mesh):
   rows = partition.BATCH_AXES
 
   def one(leaf):
-    if leaf.ndim == 5:  # k / v [L, B, S, KVH, Dh]
-      spec = P(None, rows, None, "tensor" if leaf.shape[3] % mesh.shape["tensor"] == 0 else None, None)
+    if leaf.ndim == 5:  # k / v [L, B, KVH, S, Dh]
+      spec = P(None, rows, "tensor" if leaf.shape[2] % mesh.shape["tensor"] == 0 else None, None, None)
     elif leaf.ndim >= 1:
       spec = P(rows)
     else:
