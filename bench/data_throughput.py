@@ -33,7 +33,8 @@ def tiny_run_config():
 def row(quick: bool) -> dict:
   cfg = tiny_run_config()
   batch_size = int(cfg.train.batch_size)
-  data = pipeline.make_train_iterator(cfg.data, global_batch_size=batch_size, seed=0)
+  data = pipeline.make_train_iterator(cfg.data, global_batch_size=batch_size, seed=0,
+                                      mel_frames=int(cfg.train.mel_frames))  # as train/loop.py builds it
   with tempfile.TemporaryDirectory() as workdir:
     mesh, _, plan, schedule = loop.setup(cfg, workdir)
   step = step_lib.make_train_step(plan, cfg.train, schedule, specaugment.from_config(cfg.train.specaugment))
@@ -60,8 +61,9 @@ def row(quick: bool) -> dict:
                       "num_threads": int(cfg.data.num_threads)},
           "notes": [f"configs/tiny_synthetic.py (num_workers={int(cfg.data.num_workers)}, batch {batch_size}, "
                     f"seq buckets {tuple(cfg.data.seq_buckets)}); the step runs on the pipeline's first batch "
-                    f"{list(host['input_ids'].shape)} with SpecAugment; both in the same process, one after the "
-                    "other (in training they overlap and share the cores)."]}
+                    f"{list(host['input_ids'].shape)}, mel crop {int(cfg.train.mel_frames) or 3000} frames, "
+                    f"SpecAugment {'on' if cfg.train.specaugment.enabled else 'off'} (as configured); both in the "
+                    "same process, one after the other (in training they overlap and share the cores)."]}
 
 
 rows.register(rows.Row("P5", "data pipeline throughput vs tiny_synthetic's step consumption", ">= 2x", row,

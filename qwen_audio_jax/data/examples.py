@@ -50,6 +50,7 @@ class ExampleEncoder:
     self.family, self.vocab_path = family, vocab_path
     self.long_audio, self.max_audios, self.max_tokens = long_audio, int(max_audios), max_tokens
     self._tokenizer = None
+    self._text_specials = None
 
   @classmethod
   def from_config(cls, config) -> "ExampleEncoder":
@@ -57,7 +58,7 @@ class ExampleEncoder:
                max_audios=config.max_audios, max_tokens=max(int(b) for b in config.seq_buckets))
 
   def __getstate__(self):
-    return {**self.__dict__, "_tokenizer": None}
+    return {**self.__dict__, "_tokenizer": None, "_text_specials": None}
 
   @property
   def tokenizer(self):
@@ -66,12 +67,15 @@ class ExampleEncoder:
     return self._tokenizer
 
   @property
-  def text_specials(self) -> set[str]:
-    """Specials parsed in prompt/answer text: task tags yes; eod, ChatML and audio markers never."""
-    tok = self.tokenizer
-    reserved = {tok.eod_id, tok.im_start_id, tok.im_end_id, tok.audio_start_id, tok.audio_end_id,
-                tok.audio_pad_id}
-    return {s for s, i in tok.special_tokens.items() if i not in reserved}
+  def text_specials(self) -> frozenset[str]:
+    """Specials parsed in prompt/answer text: task tags yes; eod, ChatML and audio markers never (built
+    once per process: ~3,500 specials, two lookups per example)."""
+    if self._text_specials is None:
+      tok = self.tokenizer
+      reserved = {tok.eod_id, tok.im_start_id, tok.im_end_id, tok.audio_start_id, tok.audio_end_id,
+                  tok.audio_pad_id}
+      self._text_specials = frozenset(s for s, i in tok.special_tokens.items() if i not in reserved)
+    return self._text_specials
 
   # --- audio -------------------------------------------------------------------------------
   def audio(self, record: dict):
