@@ -166,6 +166,8 @@ def test_choose_by_backend_and_case():
   bf, f32 = jnp.bfloat16, jnp.float32
   assert attn.choose("auto", "gpu", bf, 2048, 256, False) == ("cudnn", "")
   assert attn.choose("auto", "gpu", f32, 2048, 256, False)[0] == "xla"
+  assert attn.choose("auto", "gpu", bf, 2048, 256, True, sq=1)[0] == "xla"  # decode: no cache transpose
+  assert attn.choose("auto", "gpu", bf, 2048, 256, True, sq=300) == ("cudnn", "")  # prefill into the cache
   assert attn.choose("auto", "tpu", bf, 2048, 256, False) == ("splash", "")
   assert attn.choose("auto", "tpu", bf, 2048, 256, True)[0] == "xla"
   assert attn.choose("auto", "cpu", f32, 1500, 256, False) == ("chunked", "")

@@ -7,7 +7,8 @@ Whisper encoder attention and the Qwen decoder attention.
   `cfg.attention_chunk`; never holds the [Sq, Sk] scores, custom backward. The fastest on CPU.
 * "cudnn": cuDNN flash attention via `jax.nn.dot_product_attention` (GPU, bf16/fp16 only).
 * "splash": Pallas splash attention (TPU; self-attention without a KV cache).
-* "auto": cudnn on GPU (bf16/fp16), splash on TPU, chunked on CPU when the [Sq, Sk] scores exceed one
+* "auto": cudnn on GPU (bf16/fp16; xla for a decode step's single query, which reads the heads-major KV
+  cache without a transpose), splash on TPU, chunked on CPU when the [Sq, Sk] scores exceed one
   [chunk, chunk] block (so not for a decode step's single query), else xla.
 A chosen implementation that cannot run a case (cudnn off GPU or in fp32, splash off TPU or with a KV
 cache, a kernel's own refusal) falls back to chunked (CPU) or xla (GPU/TPU); the choice and any
@@ -114,6 +115,8 @@ def choose(requested: str, backend: str, dtype, sk: int, chunk: int, cached: boo
   half = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
   fallback = "chunked" if backend == "cpu" else "xla"
   if requested == "auto":
+    if backend == "gpu" and cached and sq == 1:  # the kernel would need the cache transposed every step
+      return "xla", "a decode step's single query reads the [B, KVH, S, Dh] cache as it is"
     if backend == "gpu":
       return ("cudnn", "") if half else ("xla", "cudnn needs bfloat16/float16 compute")
     if backend == "tpu":
