@@ -67,11 +67,16 @@ def pad_vocab(cfg: ModelConfig, vocab_pad_to: int) -> ModelConfig:
 FUSED_QKV_SOURCES = ("hf-qwen", "hf-qwen-audio")  # checkpoints whose q/k/v are one tensor (v1 c_attn)
 
 
-def fuse_qkv(cfg: ModelConfig, flag: str) -> ModelConfig:
-  """`cfg` with the decoder's fused q|k|v layout (`--fused_qkv`), for sources that store c_attn whole."""
+def check_fused_qkv_source(flag: str) -> None:
+  """`--fused_qkv` needs a source that stores c_attn whole (checked before anything is read)."""
   if flag not in FUSED_QKV_SOURCES:
     raise ConversionError(f"--fused_qkv: --source={flag} stores q/k/v as separate tensors; the fused layout "
                           f"converts from Qwen v1's c_attn ({', '.join(FUSED_QKV_SOURCES)}, compose)")
+
+
+def fuse_qkv(cfg: ModelConfig, flag: str) -> ModelConfig:
+  """`cfg` with the decoder's fused q|k|v layout (`--fused_qkv`), for sources that store c_attn whole."""
+  check_fused_qkv_source(flag)
   try:
     return cfg.replace(decoder=dataclasses.replace(cfg.decoder, fused_qkv=True))
   except ValueError as e:
@@ -86,8 +91,8 @@ def convert(flag: str, path: str, output: str, dtype: str = "float32", overwrite
   q/k/v as one kernel (`DecoderConfig.fused_qkv`), Qwen v1 sources only."""
   if os.path.exists(output) and not overwrite:
     raise ConversionError(f"--output={output} already exists (pass --overwrite to replace it)")
-  if fused_qkv and flag not in FUSED_QKV_SOURCES:
-    fuse_qkv(ModelConfig(), flag)  # the one error line, before reading anything
+  if fused_qkv:
+    check_fused_qkv_source(flag)
   source, cfg, raw = open_source(flag, path)
   if fused_qkv:
     cfg = fuse_qkv(cfg, flag)

@@ -27,16 +27,18 @@ def _qkv_sizes(cfg: ModelConfig) -> tuple[int, int, int]:
   return q, kv, kv
 
 
-def _split_rows(x: np.ndarray, cfg: ModelConfig) -> tuple[np.ndarray, ...]:
+def _fused_rows(x: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+  """x [q+k+v, ...] unchanged, after checking its row count against the config."""
   q, k, v = _qkv_sizes(cfg)
   if x.shape[0] != q + k + v:
     raise ValueError(f"fused q|k|v has {x.shape[0]} rows, expected {q}+{k}+{v}")
-  return x[:q], x[q:q + k], x[q + k:]
-
-
-def _fused_rows(x: np.ndarray, cfg: ModelConfig) -> np.ndarray:
-  _split_rows(x, cfg)  # checks the row count
   return x
+
+
+def _split_rows(x: np.ndarray, cfg: ModelConfig) -> tuple[np.ndarray, ...]:
+  q, k, _ = _qkv_sizes(cfg)
+  x = _fused_rows(x, cfg)
+  return x[:q], x[q:q + k], x[q + k:]
 
 
 TRANSFORMS: dict[str, Transform] = {

@@ -7,6 +7,7 @@ mesh is in tests/test_sharding_mesh.py's worker.
 """
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from conversion import convert, export, reference, tiny_models, verify
 from conversion.readers import TensorSource
 from qwen_audio_jax import checkpoint_io
 from qwen_audio_jax.infer import DecodeSettings, Generator, Prompt
-from qwen_audio_jax.model import forward, get_config, init_params, loss_fn, qkv_layout
+from qwen_audio_jax.model import Model, forward, get_config, init_params, loss_fn, qkv_layout
 from qwen_audio_jax.train import checkpointing, defaults, lora as lora_lib, loop, peft_export, testing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -194,7 +195,6 @@ def test_lora_on_the_fused_kernel_merges_and_exports_as_c_attn():
 
 
 def forward_with_lora(params, cfg, collection, ids):
-  from qwen_audio_jax.model import Model  # pylint: disable=import-outside-toplevel
   return Model(cfg).apply({"params": params, "lora": collection}, ids)
 
 
@@ -232,7 +232,6 @@ json.dump(out, open(sys.argv[1], "w"))
 def test_fused_kernel_is_split_over_heads_on_a_mesh(tmp_path):
   """Mesh (data 1, fsdp 4, tensor 2) on 8 CPU devices: the fused kernel's heads axis on `tensor`, its input
   axis on `fsdp`, and loss/gradients equal to one device (measured 9.5e-7 / 4.5e-8)."""
-  import json  # pylint: disable=import-outside-toplevel
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0",
              PYTHONPATH=REPO)
   script, out = tmp_path / "worker.py", tmp_path / "out.json"

@@ -160,7 +160,6 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: KeyMask, scale: fl
     _log_once(logging.WARNING, "attention: %r refused this case (%s); using %r", impl,
               str(e).splitlines()[0][:200], fallback)
     impl = fallback
-  sk = k.shape[2] if kv_heads_major else k.shape[1]
   if impl == "chunked":
     return chunked_attention(q, k, v, mask.key_valid(sk), mask.causal, mask.offset, scale, cfg.attention_chunk,
                              precision, kv_heads_major)
